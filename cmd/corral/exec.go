@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corralhq/corral/isolate"
+	"github.com/corralhq/corral/jobs"
+	"github.com/corralhq/corral/rootfs"
+)
+
+const defaultDataDir = "/var/lib/corral"
+
+func cmdExec(ctx context.Context, args []string) error {
+	fs := newFlagSet("exec", "corral exec [FLAGS] -- CMD [ARGS...]",
+		`Runs one command in a fresh sandbox made from an image and prints what it
+printed, exiting with its exit code (128+N when killed by signal N; a limit
+breach is also reported on stderr). With --json, prints the step result as the
+protocol shapes it instead. Limits default to the protocol's defaults.
+
+Examples:
+  corral exec -- sh -c 'echo hello from $(hostname)'
+  corral exec --image busybox --wall 2s --memory 64M -- sh -c 'yes > /dev/null'
+  corral exec --json --stdin in.txt -- python3 main.py`)
+	var (
+		data    = fs.String("data", defaultDataDir, "data directory holding the image store")
+		image   = fs.String("image", "default", "image to run the command in")
+		asJSON  = fs.Bool("json", false, "print the step result as JSON (PROTOCOL.md) instead of the output")
+		cwd     = fs.String("cwd", "/work", "working directory inside the sandbox")
+		stdin   = fs.String("stdin", "", "file to use as standard input (default: empty)")
+		slot    = fs.Int("slot", 0, "sandbox slot: picks the host uid range (see docs/sandbox.md)")
+		env     listFlag
+		lim     jobs.Limits
+		cpu     durationMs
+		wall    durationMs
+		mem     sizeFlag
+		output  sizeFlag
+		fsize   sizeFlag
+		disk    sizeFlag
+		pids    = fs.Int64("pids", 0, "maximum number of processes and threads (default 128)")
+		nofile  = fs.Int64("nofile", 0, "maximum number of open files (default 256)")
+		verbose = fs.Bool("v", false, "show the sandbox init's diagnostics on stderr")
+	)
+	fs.Var(&env, "env", "set an environment variable KEY=VALUE (repeatable)")
+	fs.Var(&cpu, "cpu", "cpu time limit, e.g. 2s (default 10s)")
+	fs.Var(&wall, "wall", "wall time limit, e.g. 5s (default 30s)")
+	fs.Var(&mem, "memory", "memory limit, e.g. 256M (default 512M)")
+	fs.Var(&output, "output", "cap on each of stdout and stderr, e.g. 1M (default 1M)")
+	fs.Var(&fsize, "fsize", "largest file the command may write, e.g. 64M (default 64M)")
+	fs.Var(&disk, "disk", "size of the writable layer, e.g. 256M (default 256M)")
+	argv, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(argv) == 0 {
+		fs.Usage()
+		return errors.New("no command given (put it after --)")
+	}
+	lim = jobs.Limits{
+		CPUTimeMs: int64(cpu), WallTimeMs: int64(wall), MemoryBytes: int64(mem),
+		Pids: *pids, OutputBytes: int64(output), FileSizeBytes: int64(fsize),
+		OpenFiles: *nofile, DiskBytes: int64(disk),
+	}
+	if err := lim.Check(jobs.MaxLimits()); err != nil {
+		return err
+	}
+	lim = lim.WithDefaults(jobs.DefaultLimits())
+	environ, err := mergeEnv(isolate.DefaultEnv, env)
+	if err != nil {
+		return err
+	}
+	var in []byte
+	if *stdin != "" {
+		if in, err = os.ReadFile(*stdin); err != nil {
+			return err
+		}
+	}
+	if *slot < 0 || *slot > 1<<14 {
+		return fmt.Errorf("--slot %d out of range", *slot)
+	}
+
+	store, err := rootfs.OpenStore(*data)
+	if err != nil {
+		return err
+	}
+	img, err := store.Get(*image)
+	if err != nil {
+		if errors.Is(err, rootfs.ErrImageNotFound) {
+			return fmt.Errorf("%w (build one with 'corral image build %s --from DIR', or 'corral image default')", err, *image)
+		}
+		return err
+	}
+	runDir := filepath.Join(*data, "run", strconv.Itoa(os.Getpid()))
+	mounter, err := rootfs.NewMounter(runDir)
+	if err != nil {
+		return err
+	}
+	defer mounter.Close()
+	lower, release, err := mounter.Acquire(img)
+	if err != nil {
+		return err
+	}
+	defer release()
+	cfg := isolate.Config{
+		Lower:     lower,
+		RunDir:    runDir,
+		HostUID:   uint32(isolate.DefaultUIDBase + *slot*isolate.IDsPerSandbox),
+		DiskBytes: lim.DiskBytes,
+	}
+	if *verbose {
+		cfg.Log = os.Stderr
+	}
+	sb, err := isolate.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+	res, err := sb.Run(ctx, isolate.Process{
+		Argv: argv, Env: environ, Cwd: *cwd, Stdin: in, Limits: lim,
+	})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+		if res.Status != jobs.StatusOK {
+			return exitError{1}
+		}
+		return nil
+	}
+	os.Stdout.Write(outputBytes(res.Stdout, res.StdoutB64))
+	os.Stderr.Write(outputBytes(res.Stderr, res.StderrB64))
+	code := res.ExitCode
+	switch res.Status {
+	case jobs.StatusOK, jobs.StatusNonzeroExit:
+	default:
+		fmt.Fprintf(os.Stderr, "corral: %s", res.Status)
+		if res.Signal != "" {
+			fmt.Fprintf(os.Stderr, " (%s)", res.Signal)
+		}
+		fmt.Fprintf(os.Stderr, " after %.0f ms wall, %.0f ms cpu, peak memory %d bytes\n",
+			res.Usage.WallTimeMs, res.Usage.CPUTimeMs, res.Usage.MemoryPeakBytes)
+		if code <= 0 {
+			code = 128 + signalNumber(res.Signal)
+		}
+	}
+	if code != 0 {
+		return exitError{code}
+	}
+	return nil
+}
+
+// mergeEnv lays KEY=VALUE settings over a base environment.
+func mergeEnv(base []string, set []string) ([]string, error) {
+	out := append([]string(nil), base...)
+	for _, kv := range set {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--env %q: want KEY=VALUE", kv)
+		}
+		replaced := false
+		for i, e := range out {
+			if strings.HasPrefix(e, k+"=") {
+				out[i], replaced = kv, true
+			}
+		}
+		if !replaced {
+			out = append(out, kv)
+		}
+	}
+	return out, nil
+}
+
+func outputBytes(text, b64 string) []byte {
+	if b64 != "" {
+		if b, err := base64.StdEncoding.DecodeString(b64); err == nil {
+			return b
+		}
+	}
+	return []byte(text)
+}
+
+// signalNumber maps "SIGKILL" to 9; 9 for anything unknown.
+func signalNumber(name string) int {
+	if s := unix.SignalNum(name); s != 0 {
+		return int(s)
+	}
+	return int(unix.SIGKILL)
+}

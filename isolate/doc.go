@@ -1,0 +1,56 @@
+// Package isolate runs processes in one Linux sandbox: a long-lived init
+// inside new user, pid, mount, uts, ipc, net and cgroup namespaces, rooted in
+// an overlay of a read-only image under a tmpfs writable layer, with kernel
+// limits from cgroups (v1 and v2 through opencontainers/cgroups) and rlimits.
+//
+// # The init and its protocol
+//
+// The sandbox's init is the corral binary re-executed (runc's pattern) from
+// a sealed memfd copy, so that nothing in the sandbox can rewrite the host
+// binary through /proc/self/exe. Its argv[0] is "corral-init"; main calls
+// [IsInit] and [RunInit] before anything else. It is pid 1 of its pid
+// namespace and root only inside its user namespace, whose ids map to an
+// unprivileged host range (one range per sandbox slot).
+//
+// The parent and the init talk over a SOCK_SEQPACKET unix socket pair (fd 4 in
+// the init): one JSON [message] per packet, file descriptors passed with
+// SCM_RIGHTS. The init's stderr is its log channel; errors are structured
+// replies ([InitError] names the step that failed).
+//
+//	parent                                   init (pid 1)
+//	  | --- config ---------------------------> |  mounts the stage, pivot_root,
+//	  |                                         |  /proc, /dev, loopback, hostname
+//	  | <-- ready | error{step,errno} --------- |
+//	  | --- spawn{argv,env,cwd,rlimits}         |
+//	  |     + fds [stdin, stdout, stderr] ----> |  clone(CLONE_VM|CLONE_VFORK|
+//	  | <-- started{pid} | error{step,errno} -- |   CLONE_NEWNS|CLONE_NEWIPC)
+//	  | --- kill (wall limit, output cap) ----> |  kill(-1, SIGKILL)
+//	  | <-- exited{status,wall} --------------- |  main process gone, rest
+//	  |                                         |  killed, all reaped
+//	  | --- reset{disk_bytes} ----------------> |  new tmpfs upper and overlay,
+//	  | <-- ready ----------------------------- |  /proc, /dev, /dev/shm again
+//	  | --- (socket closed) ------------------> |  exits; the kernel kills the
+//	                                               rest of the pid namespace
+//
+// # The stage
+//
+// After setup the init's own root is a small tmpfs (the stage) holding the
+// image layers (read-only binds), the writable layer and the job root:
+//
+//	/lower/0..n   image layers, top first
+//	/rw           tmpfs sized by disk_bytes: upper/ and work/ of the overlay
+//	/root         the overlay: the job's root, with /proc, /dev, /dev/shm
+//	/proc, /dev   instances bound into each new job root
+//
+// Each job process is cloned into a new mount namespace and pivots into
+// /root, so it never sees the stage. A reset replaces /rw and /root; each
+// process also gets a fresh IPC namespace.
+//
+// # The job's process
+//
+// Between clone and exec the child runs C code with raw system calls only
+// (spawn_linux.c): own session, job cgroup and cgroup namespace, pivot_root,
+// stdio, rlimits, empty capability sets with locked securebits, the job's
+// uid and gid, no_new_privs, Landlock, every other fd closed, seccomp last,
+// exec.
+package isolate

@@ -1,0 +1,536 @@
+package isolate
+
+// The sandbox init: the corral binary re-executed as pid 1 of the sandbox.
+// See doc.go for the protocol.
+
+/*
+#include <stdlib.h>
+#include "spawn_linux.h"
+*/
+import "C"
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// File descriptors the init inherits.
+const (
+	initExeFd    = 3 // the sealed copy of the binary it was executed from
+	initSockFd   = 4 // the control socket
+	initProcsFd0 = 5 // the job cgroup's cgroup.procs files, ProcsFiles of them
+)
+
+// Stage paths, after the init has pivoted into the stage.
+const (
+	stageLower = "/lower"
+	stageRW    = "/rw"
+	stageRoot  = "/root"
+	stageProc  = "/proc"
+	stageDev   = "/dev"
+)
+
+// maxMessage bounds one protocol packet (argv and env included).
+const maxMessage = 4 << 20
+
+// RunInit is the sandbox init's main. It never returns.
+func RunInit() {
+	runtime.LockOSThread()
+	// The job must not read the init's memory or fds through /proc/1.
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	unix.Close(initExeFd)
+	f := os.NewFile(initSockFd, "control")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "corral-init: control socket: %v\n", err)
+		os.Exit(1)
+	}
+	in := &initProc{conn: c.(*net.UnixConn), buf: make([]byte, maxMessage)}
+	if err := in.serve(); err != nil {
+		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+type initProc struct {
+	conn  *net.UnixConn
+	buf   []byte
+	oob   [256]byte
+	cfg   initConfig
+	procs []C.int
+	// exited receives the report of the running job process.
+	exited chan exitReport
+}
+
+func (in *initProc) send(m *message) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = in.conn.Write(b)
+	return err
+}
+
+func (in *initProc) fail(step string, err error) error {
+	ie := &InitError{Step: step, Msg: err.Error()}
+	if errno, ok := underlyingErrno(err); ok {
+		ie.Errno = errno
+		ie.Msg = strings.TrimSuffix(strings.TrimSuffix(err.Error(), errno.Error()), ": ")
+	}
+	return in.send(&message{Kind: msgError, Err: ie})
+}
+
+// recv reads one message and the fds it carries.
+func (in *initProc) recv() (*message, []int, error) {
+	n, oobn, _, _, err := in.conn.ReadMsgUnix(in.buf, in.oob[:])
+	if errors.Is(err, io.EOF) {
+		return nil, nil, errEOF
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	var fds []int
+	if oobn > 0 {
+		scms, err := unix.ParseSocketControlMessage(in.oob[:oobn])
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, scm := range scms {
+			got, err := unix.ParseUnixRights(&scm)
+			if err != nil {
+				return nil, nil, err
+			}
+			fds = append(fds, got...)
+		}
+	}
+	if n == 0 {
+		closeAll(fds)
+		return nil, nil, errEOF
+	}
+	m := new(message)
+	if err := json.Unmarshal(in.buf[:n], m); err != nil {
+		closeAll(fds)
+		return nil, nil, fmt.Errorf("bad message: %w", err)
+	}
+	return m, fds, nil
+}
+
+var errEOF = fmt.Errorf("parent closed the control socket")
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+func (in *initProc) serve() error {
+	m, fds, err := in.recv()
+	if err != nil {
+		return err
+	}
+	closeAll(fds)
+	if m.Kind != msgConfig || m.Config == nil {
+		return fmt.Errorf("first message is %q, not config", m.Kind)
+	}
+	in.cfg = *m.Config
+	for i := 0; i < in.cfg.ProcsFiles; i++ {
+		in.procs = append(in.procs, C.int(initProcsFd0+i))
+	}
+	if step, err := in.setup(); err != nil {
+		return in.fail(step, err)
+	}
+	if err := in.send(&message{Kind: msgReady}); err != nil {
+		return err
+	}
+	for {
+		m, fds, err := in.recv()
+		if err == errEOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch m.Kind {
+		case msgSpawn:
+			err = in.spawn(m.Spawn, fds)
+		case msgKill:
+			closeAll(fds)
+			killAll()
+		case msgReset:
+			closeAll(fds)
+			if step, rerr := in.mountJobRoot(m.Reset.DiskBytes); rerr != nil {
+				err = in.fail(step, rerr)
+			} else {
+				err = in.send(&message{Kind: msgReady})
+			}
+		default:
+			closeAll(fds)
+			err = in.fail("protocol", fmt.Errorf("unknown message %q", m.Kind))
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// setup builds the stage and pivots the init into it. It returns the name of
+// the step that failed.
+func (in *initProc) setup() (string, error) {
+	cfg := &in.cfg
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return "make-private", err
+	}
+	st := cfg.Stage
+	if err := unix.Mount("corral-stage", st, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m"); err != nil {
+		return "mount-stage", err
+	}
+	for i, l := range cfg.Lower {
+		dst := filepath.Join(st, stageLower, strconv.Itoa(i))
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return "lower", err
+		}
+		if err := unix.Mount(l, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return "bind-lower", fmt.Errorf("%s: %w", l, err)
+		}
+		if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+			return "bind-lower", fmt.Errorf("read-only %s: %w", l, err)
+		}
+	}
+	for _, d := range []string{stageRW, stageRoot, stageProc, stageDev} {
+		if err := os.Mkdir(filepath.Join(st, d), 0o755); err != nil {
+			return "stage", err
+		}
+	}
+	if step, err := mountProc(filepath.Join(st, stageProc)); err != nil {
+		return step, err
+	}
+	if err := mountDev(filepath.Join(st, stageDev)); err != nil {
+		return "mount-dev", err
+	}
+	// pivot_root(".", ".") stacks the old root on the new one; the detach
+	// then drops it, and with it every path to the host's files.
+	if err := unix.Chdir(st); err != nil {
+		return "pivot_root", err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return "pivot_root", err
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return "pivot_root", err
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return "pivot_root", err
+	}
+	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+		return "sethostname", err
+	}
+	if err := loopbackUp(); err != nil {
+		return "loopback", err
+	}
+	return in.mountJobRoot(cfg.DiskBytes)
+}
+
+// Paths under /proc hidden from jobs (runc's defaults).
+var (
+	maskedPaths = []string{
+		"acpi", "asound", "interrupts", "kcore", "keys", "latency_stats",
+		"timer_list", "timer_stats", "sched_debug", "scsi", "sysrq-trigger",
+	}
+	readonlyPaths = []string{"bus", "fs", "irq", "sys"}
+)
+
+func mountProc(dst string) (string, error) {
+	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	if err := unix.Mount("proc", dst, "proc", flags, ""); err != nil {
+		return "mount-proc", err
+	}
+	for _, p := range maskedPaths {
+		path := filepath.Join(dst, p)
+		fi, err := os.Lstat(path)
+		if err != nil {
+			continue
+		}
+		if fi.IsDir() {
+			err = unix.Mount("tmpfs", path, "tmpfs", unix.MS_RDONLY|flags, "size=0")
+		} else {
+			err = unix.Mount("/dev/null", path, "", unix.MS_BIND, "")
+		}
+		if err != nil {
+			return "mask-proc", fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	for _, p := range readonlyPaths {
+		path := filepath.Join(dst, p)
+		if _, err := os.Lstat(path); err != nil {
+			continue
+		}
+		if err := unix.Mount(path, path, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return "readonly-proc", fmt.Errorf("%s: %w", p, err)
+		}
+		if err := unix.Mount("", path, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|flags, ""); err != nil {
+			return "readonly-proc", fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return "", nil
+}
+
+// Device nodes a job gets, bound from the host (a user namespace cannot
+// mknod).
+var devices = []string{"null", "zero", "full", "random", "urandom"}
+
+func mountDev(dst string) error {
+	if err := unix.Mount("corral-dev", dst, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
+		return err
+	}
+	for _, d := range devices {
+		p := filepath.Join(dst, d)
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o666)
+		if err != nil {
+			return err
+		}
+		f.Close()
+		if err := unix.Mount("/dev/"+d, p, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("%s: %w", d, err)
+		}
+	}
+	for name, target := range map[string]string{
+		"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2",
+	} {
+		if err := os.Symlink(target, filepath.Join(dst, name)); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dst, "shm"), 0o1777); err != nil {
+		return err
+	}
+	return unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k")
+}
+
+// mountJobRoot replaces the writable layer and the job root: a fresh tmpfs
+// upper sized diskBytes, the overlay over the image, and /proc, /dev and
+// /dev/shm inside it. Nothing of the previous root survives.
+func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
+	// Detaching is O(1): the old tree is freed by the kernel once no
+	// process uses it (every job process is dead by now).
+	_ = unix.Unmount(stageRoot, unix.MNT_DETACH)
+	_ = unix.Unmount(stageRW, unix.MNT_DETACH)
+	if diskBytes <= 0 {
+		diskBytes = in.cfg.DiskBytes
+	}
+	opts := fmt.Sprintf("mode=0755,size=%d", diskBytes)
+	if err := unix.Mount("corral-rw", stageRW, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return "mount-rw", err
+	}
+	upper := stageRW + "/upper"
+	for _, d := range []struct {
+		path     string
+		mode     os.FileMode
+		uid, gid int
+	}{
+		{upper, 0o755, 0, 0},
+		{stageRW + "/work", 0o700, 0, 0},
+		// Mount points and the directories a job may write. They are
+		// created in the upper layer so the overlay never has to copy up
+		// a directory owned by an id outside the sandbox.
+		{upper + "/proc", 0o555, 0, 0},
+		{upper + "/dev", 0o755, 0, 0},
+		{upper + "/tmp", 0o1777, 0, 0},
+		{upper + "/work", 0o755, int(in.cfg.UID), int(in.cfg.GID)},
+	} {
+		if err := os.Mkdir(d.path, d.mode); err != nil {
+			return "prepare-rw", err
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil { // umask
+			return "prepare-rw", err
+		}
+		if err := os.Lchown(d.path, d.uid, d.gid); err != nil {
+			return "prepare-rw", err
+		}
+	}
+	lower := make([]string, len(in.cfg.Lower))
+	for i := range lower {
+		lower[i] = stageLower + "/" + strconv.Itoa(i)
+	}
+	ovl := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + upper + ",workdir=" + stageRW + "/work,userxattr"
+	if err := unix.Mount("corral-root", stageRoot, "overlay", unix.MS_NOSUID|unix.MS_NODEV, ovl); err != nil {
+		return "mount-overlay", err
+	}
+	if err := unix.Mount(stageProc, stageRoot+"/proc", "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return "bind-proc", err
+	}
+	if err := unix.Mount(stageDev, stageRoot+"/dev", "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return "bind-dev", err
+	}
+	shm := fmt.Sprintf("mode=1777,size=%d", diskBytes)
+	if err := unix.Mount("corral-shm", stageRoot+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, shm); err != nil {
+		return "mount-shm", err
+	}
+	return "", nil
+}
+
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// killAll kills every process of the sandbox but the init.
+func killAll() { _ = unix.Kill(-1, unix.SIGKILL) }
+
+// Names of the C child's steps (enum corral_step).
+var childSteps = [...]string{
+	"", "setsid", "cgroup", "cgroupns", "pivot_root", "cwd", "stdio", "rlimit",
+	"capabilities", "securebits", "credentials", "no_new_privs", "landlock",
+	"close-fds", "seccomp", "exec", "clone",
+}
+
+// spawn starts a job process and, in the background, waits for it.
+func (in *initProc) spawn(req *spawnReq, fds []int) error {
+	defer closeAll(fds)
+	if req == nil || len(fds) != 3 || len(req.Argv) == 0 {
+		return in.fail("protocol", fmt.Errorf("spawn needs argv and 3 fds, got %d", len(fds)))
+	}
+	var s C.struct_corral_spawn
+	var frees []unsafe.Pointer
+	cstr := func(v string) *C.char {
+		p := C.CString(v)
+		frees = append(frees, unsafe.Pointer(p))
+		return p
+	}
+	cvec := func(vs []string) **C.char {
+		n := len(vs) + 1
+		p := (**C.char)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof((*C.char)(nil)))))
+		frees = append(frees, unsafe.Pointer(p))
+		arr := unsafe.Slice(p, n)
+		for i, v := range vs {
+			arr[i] = cstr(v)
+		}
+		return p
+	}
+	defer func() {
+		for _, p := range frees {
+			C.free(p)
+		}
+	}()
+	s.path = cstr(req.Argv[0])
+	s.argv = cvec(req.Argv)
+	s.envp = cvec(req.Env)
+	path := ""
+	for _, e := range req.Env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			path = v
+		}
+	}
+	s.search_path = cstr(path)
+	s.root = cstr(stageRoot)
+	s.cwd = cstr(req.Cwd)
+	for i := 0; i < 3; i++ {
+		s.stdio[i] = C.int(fds[i])
+	}
+	for i, fd := range in.procs {
+		s.procs_fds[i] = fd
+	}
+	s.nprocs_fds = C.int(len(in.procs))
+	if len(req.Rlimits) > len(s.rlimits) {
+		return in.fail("protocol", fmt.Errorf("too many rlimits"))
+	}
+	for i, r := range req.Rlimits {
+		s.rlimits[i].resource = C.int(r.Resource)
+		s.rlimits[i].cur = C.uint64_t(r.Cur)
+		s.rlimits[i].max = C.uint64_t(r.Max)
+	}
+	s.nrlimits = C.int(len(req.Rlimits))
+	s.uid = C.uint32_t(in.cfg.UID)
+	s.gid = C.uint32_t(in.cfg.GID)
+	s.landlock_fd = -1
+
+	start := time.Now()
+	pid := int(C.corral_spawn_run(&s))
+	if pid < 0 {
+		return in.send(&message{Kind: msgError, Err: &InitError{Step: "clone", Errno: unix.Errno(-pid)}})
+	}
+	if s.err_step != 0 {
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(pid, &ws, 0, nil)
+		step := "unknown"
+		if int(s.err_step) < len(childSteps) {
+			step = childSteps[s.err_step]
+		}
+		return in.send(&message{Kind: msgError, Err: &InitError{Step: step, Errno: unix.Errno(s.err_no)}})
+	}
+	if err := in.send(&message{Kind: msgStarted, Pid: pid}); err != nil {
+		killAll()
+		return err
+	}
+	go in.reap(pid, start)
+	return nil
+}
+
+// reap waits for the job's main process, then kills and reaps everything
+// else in the sandbox (setsid'd orphans included: they are the init's
+// children now) and reports the main process's status.
+func (in *initProc) reap(pid int, start time.Time) {
+	var rep exitReport
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil { // ECHILD: nothing is left
+			break
+		}
+		if got == pid {
+			rep.WaitStatus = uint32(ws)
+			rep.WallNs = int64(time.Since(start))
+		}
+		// Once the main process is gone, nothing else may run on; a
+		// process forked during the kill is caught by the next round.
+		if rep.WallNs != 0 {
+			killAll()
+		}
+	}
+	if err := in.send(&message{Kind: msgExited, Exit: &rep}); err != nil {
+		os.Exit(1)
+	}
+}
+
+func underlyingErrno(err error) (unix.Errno, bool) {
+	for err != nil {
+		if e, ok := err.(unix.Errno); ok {
+			return e, true
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return 0, false
+		}
+		err = u.Unwrap()
+	}
+	return 0, false
+}

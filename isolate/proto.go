@@ -1,0 +1,92 @@
+package isolate
+
+import (
+	"fmt"
+	"syscall"
+)
+
+// Message kinds of the parent↔init protocol (see the package doc).
+const (
+	msgConfig  = "config"
+	msgReady   = "ready"
+	msgError   = "error"
+	msgSpawn   = "spawn"
+	msgStarted = "started"
+	msgKill    = "kill"
+	msgExited  = "exited"
+	msgReset   = "reset"
+)
+
+// message is one packet of the parent↔init protocol.
+type message struct {
+	Kind   string       `json:"kind"`
+	Config *initConfig  `json:"config,omitempty"`
+	Spawn  *spawnReq    `json:"spawn,omitempty"`
+	Reset  *resetReq    `json:"reset,omitempty"`
+	Pid    int          `json:"pid,omitempty"`
+	Exit   *exitReport  `json:"exit,omitempty"`
+	Err    *InitError   `json:"err,omitempty"`
+}
+
+// initConfig is what the init needs to build the sandbox.
+type initConfig struct {
+	Lower      []string `json:"lower"`       // host paths of the image layers, top first
+	Stage      string   `json:"stage"`       // host directory to mount the stage on
+	DiskBytes  int64    `json:"disk_bytes"`  // size of the writable layer
+	Hostname   string   `json:"hostname"`    // the sandbox's hostname
+	ProcsFiles int      `json:"procs_files"` // number of cgroup.procs fds from fd 5 on
+	UID        uint32   `json:"uid"`         // the job's uid inside the sandbox
+	GID        uint32   `json:"gid"`         // the job's gid inside the sandbox
+}
+
+// spawnReq asks the init to start a job process; the message carries the
+// stdin, stdout and stderr fds.
+type spawnReq struct {
+	Argv    []string `json:"argv"`
+	Env     []string `json:"env"`
+	Cwd     string   `json:"cwd"`
+	Rlimits []rlimit `json:"rlimits"`
+}
+
+type rlimit struct {
+	Resource int    `json:"resource"`
+	Cur      uint64 `json:"cur"`
+	Max      uint64 `json:"max"`
+}
+
+// resetReq asks for a fresh writable layer.
+type resetReq struct {
+	DiskBytes int64 `json:"disk_bytes"`
+}
+
+// exitReport is how a job process ended.
+type exitReport struct {
+	WaitStatus uint32 `json:"wait_status"` // syscall.WaitStatus of the main process
+	WallNs     int64  `json:"wall_ns"`     // clone to exit of the main process
+}
+
+// InitError is a failure inside the sandbox init or in a job's child before
+// exec, naming the step that failed.
+type InitError struct {
+	Step  string        `json:"step"`
+	Errno syscall.Errno `json:"errno,omitempty"`
+	Msg   string        `json:"msg,omitempty"`
+}
+
+func (e *InitError) Error() string {
+	switch {
+	case e.Errno != 0 && e.Msg != "":
+		return fmt.Sprintf("sandbox init: %s: %s: %v", e.Step, e.Msg, e.Errno)
+	case e.Errno != 0:
+		return fmt.Sprintf("sandbox init: %s: %v", e.Step, e.Errno)
+	default:
+		return fmt.Sprintf("sandbox init: %s: %s", e.Step, e.Msg)
+	}
+}
+
+func (e *InitError) Unwrap() error {
+	if e.Errno == 0 {
+		return nil
+	}
+	return e.Errno
+}

@@ -1,0 +1,345 @@
+package isolate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corralhq/corral/jobs"
+)
+
+// Process is one command to run in a sandbox.
+type Process struct {
+	// Argv is the command; Argv[0] is looked up in the PATH of Env inside
+	// the sandbox when it has no slash. Required.
+	Argv []string
+	// Env is the complete environment, KEY=VALUE.
+	Env []string
+	// Cwd is the working directory inside the sandbox. Default "/work".
+	Cwd string
+	// Stdin is the standard input. Default: empty.
+	Stdin []byte
+	// Limits apply to this process; zero fields take the protocol's
+	// defaults. DiskBytes is ignored here: the writable layer is sized at
+	// New and Reset.
+	Limits jobs.Limits
+	// Output, if set, receives output as it arrives (stream is "stdout"
+	// or "stderr"), up to the output cap. It must not keep p.
+	Output func(stream string, p []byte)
+}
+
+// DefaultEnv is the environment a job starts from.
+var DefaultEnv = []string{
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/work",
+	"LANG=C.UTF-8",
+}
+
+// why the parent killed a process.
+type killReason int
+
+const (
+	killNone killReason = iota
+	killOutput
+	killWall
+	killCPU
+	killCancel
+)
+
+// Run runs one process to completion and reports it as a step result: its
+// status, exit code or signal, output and usage. A returned error means the
+// sandbox itself failed (the caller should destroy it); everything the
+// process did, limit breaches included, is in the result.
+func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken != nil {
+		return nil, s.broken
+	}
+	if len(p.Argv) == 0 {
+		return nil, errors.New("isolate: empty argv")
+	}
+	lim := p.Limits.WithDefaults(jobs.DefaultLimits())
+	if p.Cwd == "" {
+		p.Cwd = "/work"
+	}
+	if err := s.cg.set(cgroupResources{
+		MemoryBytes: lim.MemoryBytes,
+		Pids:        lim.Pids,
+		CPUPeriodUs: cpuPeriodUs,
+		CPUQuotaUs:  int64(s.cfg.CPUs * cpuPeriodUs),
+	}); err != nil {
+		return nil, s.fail(fmt.Errorf("isolate: cgroup limits: %w", err))
+	}
+	if err := s.cg.resetPeak(); err != nil {
+		return nil, s.fail(fmt.Errorf("isolate: cgroup peak: %w", err))
+	}
+	before, err := s.cg.counters()
+	if err != nil {
+		return nil, s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
+	}
+
+	stdin, err := memfdWith("stdin", p.Stdin)
+	if err != nil {
+		return nil, err
+	}
+	defer stdin.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer outR.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outW.Close()
+		return nil, err
+	}
+	defer errR.Close()
+
+	err = s.send(&message{Kind: msgSpawn, Spawn: &spawnReq{
+		Argv:    p.Argv,
+		Env:     p.Env,
+		Cwd:     p.Cwd,
+		Rlimits: rlimitsFor(lim),
+	}}, []int{int(stdin.Fd()), int(outW.Fd()), int(errW.Fd())})
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return nil, err
+	}
+	res := &jobs.StepResult{}
+	if _, err := s.expect(context.Background(), msgStarted); err != nil {
+		var ie *InitError
+		if errors.As(err, &ie) && ie.Step == "exec" {
+			// Like a shell: 127 for a command not found, 126 otherwise.
+			res.Status = jobs.StatusNonzeroExit
+			res.ExitCode = 127
+			if ie.Errno != unix.ENOENT && ie.Errno != unix.ENOTDIR {
+				res.ExitCode = 126
+			}
+			res.SetStdout(nil)
+			res.SetStderr([]byte(fmt.Sprintf("corral: exec %q: %v\n", p.Argv[0], ie.Errno)))
+			return res, nil
+		}
+		if errors.As(err, &ie) && ie.Step == "pivot_root" && ie.Errno == unix.ENOENT {
+			return nil, s.fail(err)
+		}
+		if errors.As(err, &ie) && ie.Step == "cwd" {
+			res.Status = jobs.StatusNonzeroExit
+			res.ExitCode = 126
+			res.SetStdout(nil)
+			res.SetStderr([]byte(fmt.Sprintf("corral: working directory %q: %v\n", p.Cwd, ie.Errno)))
+			return res, nil
+		}
+		return nil, s.fail(err)
+	}
+
+	// From here on the process runs: watch its output, its wall and cpu
+	// time, and the caller's context.
+	var (
+		reason   killReason
+		once     sync.Once
+		killErr  error
+		overflow = make(chan struct{}, 2)
+	)
+	kill := func(r killReason) {
+		once.Do(func() {
+			reason = r
+			killErr = s.send(&message{Kind: msgKill}, nil)
+		})
+	}
+	var wg sync.WaitGroup
+	var stdout, stderr capture
+	for _, c := range []struct {
+		cap  *capture
+		r    *os.File
+		name string
+	}{{&stdout, outR, "stdout"}, {&stderr, errR, "stderr"}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.cap.drain(c.r, lim.OutputBytes, c.name, p.Output, overflow)
+		}()
+	}
+	exited := make(chan exitResult, 1)
+	go func() {
+		m, err := s.expect(context.Background(), msgExited)
+		if err == nil && m.Exit == nil {
+			err = s.fail(errors.New("isolate: exited without a report"))
+		}
+		var r exitResult
+		r.err = err
+		if err == nil {
+			r.rep = *m.Exit
+		}
+		exited <- r
+	}()
+
+	wall := time.NewTimer(time.Duration(lim.WallTimeMs) * time.Millisecond)
+	defer wall.Stop()
+	cpuLimit := time.Duration(lim.CPUTimeMs) * time.Millisecond
+	cpuCheck := time.NewTimer(cpuLimit / time.Duration(numCPU))
+	defer cpuCheck.Stop()
+	var ex exitResult
+wait:
+	for {
+		select {
+		case ex = <-exited:
+			break wait
+		case <-overflow:
+			kill(killOutput)
+		case <-wall.C:
+			kill(killWall)
+		case <-ctx.Done():
+			kill(killCancel)
+		case <-cpuCheck.C:
+			now, err := s.cg.counters()
+			if err != nil {
+				kill(killCPU) // cannot account: stop rather than overrun
+				continue
+			}
+			used := time.Duration(now.CPUNs - before.CPUNs)
+			if used >= cpuLimit {
+				kill(killCPU)
+				continue
+			}
+			// cpu time grows at most numCPU times as fast as wall time.
+			next := (cpuLimit - used) / time.Duration(numCPU)
+			cpuCheck.Reset(max(next, time.Millisecond))
+		}
+	}
+	if ex.err != nil {
+		return nil, ex.err
+	}
+	if killErr != nil {
+		return nil, killErr
+	}
+	wg.Wait() // every writer is dead: the pipes are at EOF
+
+	after, err := s.cg.counters()
+	if err != nil {
+		return nil, s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
+	}
+	res.SetStdout(stdout.buf)
+	res.SetStderr(stderr.buf)
+	res.StdoutTruncated = stdout.truncated
+	res.StderrTruncated = stderr.truncated
+	res.Usage = jobs.Usage{
+		CPUTimeMs:       float64(after.CPUNs-before.CPUNs) / 1e6,
+		UserMs:          float64(after.UserNs-before.UserNs) / 1e6,
+		SysMs:           float64(after.SysNs-before.SysNs) / 1e6,
+		WallTimeMs:      float64(ex.rep.WallNs) / 1e6,
+		MemoryPeakBytes: after.MemoryPeak,
+	}
+	res.PidsLimitReached = after.PidsMax > before.PidsMax
+	ws := unix.WaitStatus(ex.rep.WaitStatus)
+	if ws.Signaled() {
+		res.ExitCode = -1
+		res.Signal = unix.SignalName(ws.Signal())
+	} else {
+		res.ExitCode = ws.ExitStatus()
+	}
+	res.Status = statusOf(reason, ws, after.OOMKills > before.OOMKills,
+		time.Duration(after.CPUNs-before.CPUNs) >= cpuLimit)
+	return res, nil
+}
+
+type exitResult struct {
+	rep exitReport
+	err error
+}
+
+// statusOf decides a step's status. The parent's own reasons to kill come
+// first, then the kernel's limits, then how the process ended.
+func statusOf(r killReason, ws unix.WaitStatus, oom, cpuOver bool) jobs.Status {
+	switch {
+	case r == killCancel:
+		return jobs.StatusCancelled
+	case r == killOutput:
+		return jobs.StatusOutputLimit
+	case r == killWall:
+		return jobs.StatusWallTimeLimit
+	case r == killCPU, cpuOver, ws.Signaled() && ws.Signal() == unix.SIGXCPU:
+		return jobs.StatusCPUTimeLimit
+	case oom:
+		return jobs.StatusMemoryLimit
+	case ws.Signaled() && ws.Signal() == unix.SIGXFSZ:
+		return jobs.StatusFileSizeLimit
+	case ws.Signaled():
+		return jobs.StatusSignaled
+	case ws.ExitStatus() != 0:
+		return jobs.StatusNonzeroExit
+	}
+	return jobs.StatusOK
+}
+
+// rlimitsFor maps limits onto the rlimits that back up the cgroup.
+func rlimitsFor(l jobs.Limits) []rlimit {
+	// RLIMIT_CPU counts whole seconds per process: a backstop one second
+	// past the cgroup-wide check, then SIGKILL a second later.
+	cpuSec := uint64((l.CPUTimeMs+999)/1000) + 1
+	return []rlimit{
+		{unix.RLIMIT_CPU, cpuSec, cpuSec + 1},
+		{unix.RLIMIT_FSIZE, uint64(l.FileSizeBytes), uint64(l.FileSizeBytes)},
+		{unix.RLIMIT_NOFILE, uint64(l.OpenFiles), uint64(l.OpenFiles)},
+		// A judge's recursion may use as much stack as it has memory.
+		{unix.RLIMIT_STACK, uint64(l.MemoryBytes), uint64(l.MemoryBytes)},
+		{unix.RLIMIT_CORE, 0, 0},
+	}
+}
+
+// capture collects one output stream up to a cap.
+type capture struct {
+	buf       []byte
+	truncated bool
+}
+
+// drain reads r to EOF, keeping the first limit bytes. Reaching past the
+// limit marks the stream truncated and signals overflow; the rest is read
+// and dropped so the writer never blocks on a full pipe.
+func (c *capture) drain(r io.Reader, limit int64, name string, live func(string, []byte), overflow chan<- struct{}) {
+	chunk := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(chunk)
+		if n > 0 && !c.truncated {
+			take := n
+			if room := limit - int64(len(c.buf)); int64(take) > room {
+				take = int(room)
+				c.truncated = true
+				overflow <- struct{}{}
+			}
+			c.buf = append(c.buf, chunk[:take]...)
+			if live != nil && take > 0 {
+				live(name, chunk[:take])
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func memfdWith(name string, data []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("isolate: memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if len(data) > 0 {
+		if _, err := f.Write(data); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return f, nil
+}

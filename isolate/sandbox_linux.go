@@ -1,0 +1,262 @@
+package isolate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corralhq/corral/jobs"
+)
+
+// Sandbox is one running sandbox: an init inside its namespaces, ready to
+// run processes one at a time. It is not safe for concurrent Run calls.
+type Sandbox struct {
+	cfg   Config
+	cg    *cgroup
+	cmd   *exec.Cmd
+	conn  *net.UnixConn
+	stage string
+	disk  int64
+
+	mu     sync.Mutex // serialises use of the control socket's request side
+	broken error      // set when the init is gone or out of step
+	done   chan struct{}
+	closed bool
+}
+
+// New starts a sandbox: its cgroup, its init and the init's mounts. The cost
+// of New is the cold start that a pool pays ahead of jobs.
+func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	exe, err := initExecutable()
+	if err != nil {
+		return nil, err
+	}
+	s := &Sandbox{cfg: cfg, disk: cfg.DiskBytes, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	s.stage = filepath.Join(cfg.RunDir, cfg.ID)
+	if err := os.Mkdir(s.stage, 0o755); err != nil {
+		return nil, fmt.Errorf("isolate: stage directory: %w", err)
+	}
+	s.cg, err = newCgroup(cfg.CgroupParent+"/"+cfg.ID, cgroupResources{
+		MemoryBytes: jobs.DefaultLimits().MemoryBytes,
+		Pids:        jobs.DefaultLimits().Pids,
+		CPUPeriodUs: cpuPeriodUs,
+		CPUQuotaUs:  int64(math.Ceil(cfg.CPUs * cpuPeriodUs)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("isolate: cgroup: %w", err)
+	}
+	procs, err := s.cg.procsFiles()
+	if err != nil {
+		return nil, fmt.Errorf("isolate: cgroup: %w", err)
+	}
+	defer func() {
+		for _, f := range procs {
+			f.Close()
+		}
+	}()
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("isolate: socketpair: %w", err)
+	}
+	_ = unix.SetsockoptInt(pair[0], unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, maxMessage)
+	parentEnd := os.NewFile(uintptr(pair[0]), "control")
+	initEnd := os.NewFile(uintptr(pair[1]), "control-init")
+	defer initEnd.Close()
+	c, err := net.FileConn(parentEnd)
+	parentEnd.Close()
+	if err != nil {
+		return nil, fmt.Errorf("isolate: control socket: %w", err)
+	}
+	s.conn = c.(*net.UnixConn)
+
+	extra := append([]*os.File{exe, initEnd}, procs...)
+	s.cmd = &exec.Cmd{
+		// The memfd is fd 3 in the child when it execs.
+		Path:       fmt.Sprintf("/proc/self/fd/%d", initExeFd),
+		Args:       []string{initArg0},
+		Env:        []string{"GOMAXPROCS=1", "GODEBUG=madvdontneed=1"},
+		ExtraFiles: extra,
+		Stderr:     cfg.Log,
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS |
+				unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET,
+			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(cfg.HostUID), Size: IDsPerSandbox}},
+			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(cfg.HostUID), Size: IDsPerSandbox}},
+			GidMappingsEnableSetgroups: true,
+			// Become uid 0 of the new user namespace (host uid HostUID)
+			// before exec, so the init keeps its capabilities there.
+			Credential: &syscall.Credential{Uid: 0, Gid: 0},
+			Pdeathsig:                  unix.SIGKILL,
+		},
+	}
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("isolate: start init: %w", err)
+	}
+	go func() {
+		_ = s.cmd.Wait()
+		close(s.done)
+	}()
+	err = s.send(&message{Kind: msgConfig, Config: &initConfig{
+		Lower:      cfg.Lower,
+		Stage:      s.stage,
+		DiskBytes:  cfg.DiskBytes,
+		Hostname:   cfg.Hostname,
+		ProcsFiles: len(procs),
+		UID:        JobUID,
+		GID:        JobGID,
+	}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.expect(ctx, msgReady); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// cpuPeriodUs is the CFS period: short, so that one job's quota debt
+// delays the next one by little (KERNEL-NOTES).
+const cpuPeriodUs = 10000
+
+// ID returns the sandbox's id.
+func (s *Sandbox) ID() string { return s.cfg.ID }
+
+func (s *Sandbox) send(m *message, fds []int) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if _, _, err := s.conn.WriteMsgUnix(b, oob, nil); err != nil {
+		return s.fail(fmt.Errorf("isolate: send %s: %w", m.Kind, err))
+	}
+	return nil
+}
+
+func (s *Sandbox) fail(err error) error {
+	if s.broken == nil {
+		s.broken = err
+	}
+	return err
+}
+
+// recv reads the init's next message.
+func (s *Sandbox) recv() (*message, error) {
+	buf := make([]byte, 64<<10)
+	n, err := s.conn.Read(buf)
+	if err != nil || n == 0 {
+		if err == nil {
+			err = ErrClosed
+		}
+		return nil, s.fail(fmt.Errorf("isolate: init gone: %w", err))
+	}
+	m := new(message)
+	if err := json.Unmarshal(buf[:n], m); err != nil {
+		return nil, s.fail(fmt.Errorf("isolate: bad message from init: %w", err))
+	}
+	return m, nil
+}
+
+// expect reads one message, turning an error message into an error.
+func (s *Sandbox) expect(ctx context.Context, kind string) (*message, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.conn.SetReadDeadline(dl)
+		defer s.conn.SetReadDeadline(time.Time{})
+	}
+	m, err := s.recv()
+	if err != nil {
+		return nil, err
+	}
+	if m.Kind == msgError && m.Err != nil {
+		return nil, m.Err
+	}
+	if m.Kind != kind {
+		return nil, s.fail(fmt.Errorf("isolate: init sent %q, want %q", m.Kind, kind))
+	}
+	return m, nil
+}
+
+// Reset makes the sandbox as new for the next job: every process is gone
+// already (each Run ends with the sandbox empty); the writable layer, /tmp,
+// /work and /dev/shm are replaced by empty ones of diskBytes (0: the
+// sandbox's default).
+func (s *Sandbox) Reset(ctx context.Context, diskBytes int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken != nil {
+		return s.broken
+	}
+	if diskBytes <= 0 {
+		diskBytes = s.cfg.DiskBytes
+	}
+	if err := s.send(&message{Kind: msgReset, Reset: &resetReq{DiskBytes: diskBytes}}, nil); err != nil {
+		return err
+	}
+	if _, err := s.expect(ctx, msgReady); err != nil {
+		return s.fail(err)
+	}
+	s.disk = diskBytes
+	return nil
+}
+
+// Close kills everything in the sandbox and removes its cgroup and stage
+// directory. It is idempotent.
+func (s *Sandbox) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.fail(ErrClosed)
+	var errs []error
+	if s.conn != nil {
+		s.conn.Close() // the init exits; the kernel kills its pid namespace
+	}
+	if s.cmd != nil && s.cmd.Process != nil {
+		select {
+		case <-s.done:
+		case <-time.After(2 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+	}
+	if s.cg != nil {
+		if err := s.cg.destroy(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.stage != "" {
+		if err := os.Remove(s.stage); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// numCPU bounds how fast cpu time can grow per wall second.
+var numCPU = runtime.NumCPU()

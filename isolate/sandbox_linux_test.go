@@ -1,0 +1,114 @@
+package isolate
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/jobs"
+)
+
+// needRoot skips a test that needs root and the kernel features of a
+// sandbox.
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (user namespaces with a host uid range, cgroups, mounts)")
+	}
+	if _, err := exec.LookPath("busybox"); err != nil {
+		t.Skip("needs busybox-static for the test image (apt-get install busybox-static)")
+	}
+}
+
+// testLower lays out a busybox tree as the sandbox's only layer. A plain
+// directory is a valid overlay lower; the squashfs path is tested through
+// rootfs and cmd/corral.
+func testLower(t testing.TB) (lower, runDir string) {
+	t.Helper()
+	base, err := os.MkdirTemp("", "corral-isolate-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	// The sandbox's host uids must be able to reach the layer.
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lower = filepath.Join(base, "lower")
+	runDir = filepath.Join(base, "run")
+	for _, d := range []string{"bin", "etc", "tmp", "work", "proc", "dev", runDir} {
+		if err := os.MkdirAll(filepath.Join(lower, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(runDir, 0o755)
+	bb, _ := exec.LookPath("busybox")
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(lower, "bin/busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bb, "--list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		os.Symlink("busybox", filepath.Join(lower, "bin", applet))
+	}
+	os.WriteFile(filepath.Join(lower, "etc/hostname"), []byte("image\n"), 0o644)
+	return lower, runDir
+}
+
+func newTestSandbox(t testing.TB) *Sandbox {
+	t.Helper()
+	needRoot(t)
+	lower, runDir := testLower(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sb, err := New(ctx, Config{Lower: []string{lower}, RunDir: runDir, Log: testLog{t}})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := sb.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return sb
+}
+
+type testLog struct{ t testing.TB }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Logf("init: %s", strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func run(t testing.TB, sb *Sandbox, lim jobs.Limits, argv ...string) *jobs.StepResult {
+	t.Helper()
+	res, err := sb.Run(context.Background(), Process{Argv: argv, Env: DefaultEnv, Limits: lim})
+	if err != nil {
+		t.Fatalf("Run %q: %v", argv, err)
+	}
+	return res
+}
+
+func TestSandboxRunsCommand(t *testing.T) {
+	sb := newTestSandbox(t)
+	res := run(t, sb, jobs.Limits{}, "sh", "-c", "echo hello; echo oops >&2; id -u; pwd; hostname; exit 3")
+	if res.Status != jobs.StatusNonzeroExit || res.ExitCode != 3 {
+		t.Fatalf("status %s exit %d, want nonzero_exit 3: %+v", res.Status, res.ExitCode, res)
+	}
+	if want := "hello\n1000\n/work\ncorral\n"; res.Stdout != want {
+		t.Errorf("stdout %q, want %q", res.Stdout, want)
+	}
+	if res.Stderr != "oops\n" {
+		t.Errorf("stderr %q", res.Stderr)
+	}
+}

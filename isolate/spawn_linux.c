@@ -1,0 +1,204 @@
+// The job's child between clone and exec: raw system calls only.
+//
+// The child shares the init's memory (CLONE_VM|CLONE_VFORK, like
+// posix_spawn), so it must not allocate, take locks or touch Go state: it
+// only issues system calls through syscall(2) and writes its failure into the
+// caller's struct. Privileges are dropped in a fixed order:
+//
+//   signals to default, own session, job cgroup, cgroup namespace,
+//   pivot_root into the job's root, cwd, stdio, rlimits, bounding set and
+//   securebits, uid/gid (drops the effective and permitted sets), clear
+//   inheritable and ambient, no_new_privs, Landlock, close every other fd,
+//   unblock signals, seccomp (last), exec.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include <linux/securebits.h>
+#include <linux/seccomp.h>
+
+#include "spawn_linux.h"
+
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef SYS_landlock_restrict_self
+#define SYS_landlock_restrict_self 446
+#endif
+#ifndef SYS_pivot_root
+#define SYS_pivot_root 155
+#endif
+
+#define STACK_SIZE (64 * 1024)
+#define PATHBUF 4096
+
+static char *child_stack;
+static char pathbuf[PATHBUF];
+
+static int fail(struct corral_spawn *s, int step, int err) {
+	s->err_step = step;
+	s->err_no = err;
+	syscall(SYS_exit_group, 127);
+	return 127;
+}
+
+static size_t slen(const char *p) {
+	size_t n = 0;
+	while (p[n]) n++;
+	return n;
+}
+
+// try_exec runs execve and returns its errno.
+static int try_exec(const char *file, char *const *argv, char *const *envp) {
+	syscall(SYS_execve, file, argv, envp);
+	return errno;
+}
+
+// exec_search is execvpe without allocation: the job's own PATH, resolved
+// inside the sandbox.
+static int exec_search(struct corral_spawn *s) {
+	const char *file = s->path;
+	size_t flen = slen(file);
+	if (flen == 0) return ENOENT;
+	for (size_t i = 0; i < flen; i++)
+		if (file[i] == '/') return try_exec(file, s->argv, s->envp);
+	const char *p = s->search_path;
+	if (!p || !*p) p = "/usr/local/bin:/usr/bin:/bin";
+	int seen_eacces = 0, last = ENOENT;
+	while (1) {
+		const char *end = p;
+		while (*end && *end != ':') end++;
+		size_t dlen = end - p;
+		if (dlen == 0) { p = "."; dlen = 1; }
+		if (dlen + 1 + flen + 1 <= PATHBUF) {
+			memcpy(pathbuf, p, dlen);
+			pathbuf[dlen] = '/';
+			memcpy(pathbuf + dlen + 1, file, flen + 1);
+			int e = try_exec(pathbuf, s->argv, s->envp);
+			if (e == EACCES) seen_eacces = 1;
+			else if (e != ENOENT && e != ENOTDIR) last = e;
+		}
+		if (!*end) break;
+		p = end + 1;
+	}
+	return seen_eacces ? EACCES : last;
+}
+
+static int child(void *arg) {
+	struct corral_spawn *s = arg;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	// The init's handlers (the Go runtime's) must not run here: every
+	// signal goes back to its default action. Signals stay blocked until
+	// just before exec.
+	for (int sig = 1; sig < 65; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP) continue;
+		syscall(SYS_rt_sigaction, sig, &sa, NULL, 8);
+	}
+
+	if (syscall(SYS_setsid) < 0) return fail(s, CORRAL_STEP_SETSID, errno);
+
+	// Enter the job cgroup: the files were opened by host root, whose
+	// credentials the kernel checks, so the write works from in here.
+	for (int i = 0; i < s->nprocs_fds; i++)
+		if (syscall(SYS_write, s->procs_fds[i], "0", 1) < 0)
+			return fail(s, CORRAL_STEP_CGROUP, errno);
+	if (s->nprocs_fds > 0 && syscall(SYS_unshare, CLONE_NEWCGROUP) < 0)
+		return fail(s, CORRAL_STEP_CGROUPNS, errno);
+
+	// The child has its own mount namespace (CLONE_NEWNS): pivot into the
+	// job's root and drop the init's view entirely.
+	if (syscall(SYS_chdir, s->root) < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
+	if (syscall(SYS_pivot_root, ".", ".") < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
+	if (syscall(SYS_umount2, ".", MNT_DETACH) < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
+	if (syscall(SYS_chdir, "/") < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
+	if (syscall(SYS_chdir, s->cwd) < 0) return fail(s, CORRAL_STEP_CWD, errno);
+
+	for (int i = 0; i < 3; i++) {
+		if (syscall(SYS_dup3, s->stdio[i], i, 0) < 0 && !(s->stdio[i] == i))
+			return fail(s, CORRAL_STEP_STDIO, errno);
+	}
+
+	for (int i = 0; i < s->nrlimits; i++) {
+		struct rlimit64 { uint64_t cur, max; } rl = {s->rlimits[i].cur, s->rlimits[i].max};
+		if (syscall(SYS_prlimit64, 0, s->rlimits[i].resource, &rl, NULL) < 0)
+			return fail(s, CORRAL_STEP_RLIMIT, errno);
+	}
+
+	// Capabilities: empty the bounding set and lock the securebits while we
+	// still hold CAP_SETPCAP, then become the job's uid, which clears the
+	// effective, permitted and ambient sets.
+	for (int cap = 0; cap <= 63; cap++) {
+		if (syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			return fail(s, CORRAL_STEP_CAPS, errno);
+	}
+	if (syscall(SYS_prctl, PR_SET_SECUREBITS,
+	            SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED |
+	                SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE |
+	                SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
+	            0, 0, 0) < 0)
+		return fail(s, CORRAL_STEP_SECUREBITS, errno);
+	// With SECBIT_NO_SETUID_FIXUP set, setresuid would keep the sets, so
+	// clear them explicitly after the uid change.
+	if (syscall(SYS_setgroups, 0, NULL) < 0) return fail(s, CORRAL_STEP_CREDS, errno);
+	if (syscall(SYS_setresgid, s->gid, s->gid, s->gid) < 0) return fail(s, CORRAL_STEP_CREDS, errno);
+	if (syscall(SYS_setresuid, s->uid, s->uid, s->uid) < 0) return fail(s, CORRAL_STEP_CREDS, errno);
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capset, &hdr, data) < 0) return fail(s, CORRAL_STEP_CAPS, errno);
+	if (syscall(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		return fail(s, CORRAL_STEP_CAPS, errno);
+
+	if (syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return fail(s, CORRAL_STEP_NO_NEW_PRIVS, errno);
+
+	if (s->landlock_fd >= 0 && syscall(SYS_landlock_restrict_self, s->landlock_fd, 0) < 0)
+		return fail(s, CORRAL_STEP_LANDLOCK, errno);
+
+	// Every fd above stderr goes: cgroup files, the Landlock ruleset, the
+	// init's socket and anything else the init holds.
+	if (syscall(SYS_close_range, 3, ~0U, 0) < 0) return fail(s, CORRAL_STEP_FDS, errno);
+
+	sigset_t none;
+	sigemptyset(&none);
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+
+	if (s->seccomp_filter &&
+	    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, s->seccomp_flags, s->seccomp_filter) < 0)
+		return fail(s, CORRAL_STEP_SECCOMP, errno);
+
+	return fail(s, CORRAL_STEP_EXEC, exec_search(s));
+}
+
+int corral_spawn_run(struct corral_spawn *s) {
+	if (!child_stack) {
+		void *p = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+		if (p == MAP_FAILED) return -errno;
+		child_stack = p;
+	}
+	s->err_step = 0;
+	s->err_no = 0;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int pid = clone(child, child_stack + STACK_SIZE,
+	                CLONE_VM | CLONE_VFORK | CLONE_NEWNS | CLONE_NEWIPC | SIGCHLD, s);
+	int err = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (pid < 0) return -err;
+	return pid;
+}
