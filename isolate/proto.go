@@ -19,13 +19,13 @@ const (
 
 // message is one packet of the parent↔init protocol.
 type message struct {
-	Kind   string       `json:"kind"`
-	Config *initConfig  `json:"config,omitempty"`
-	Spawn  *spawnReq    `json:"spawn,omitempty"`
-	Reset  *resetReq    `json:"reset,omitempty"`
-	Pid    int          `json:"pid,omitempty"`
-	Exit   *exitReport  `json:"exit,omitempty"`
-	Err    *InitError   `json:"err,omitempty"`
+	Kind   string      `json:"kind"`
+	Config *initConfig `json:"config,omitempty"`
+	Spawn  *spawnReq   `json:"spawn,omitempty"`
+	Reset  *resetReq   `json:"reset,omitempty"`
+	Pid    int         `json:"pid,omitempty"`
+	Exit   *exitReport `json:"exit,omitempty"`
+	Err    *InitError  `json:"err,omitempty"`
 }
 
 // initConfig is what the init needs to build the sandbox.

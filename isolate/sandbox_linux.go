@@ -107,7 +107,7 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 			// Become uid 0 of the new user namespace (host uid HostUID)
 			// before exec, so the init keeps its capabilities there.
 			Credential: &syscall.Credential{Uid: 0, Gid: 0},
-			Pdeathsig:                  unix.SIGKILL,
+			Pdeathsig:  unix.SIGKILL,
 		},
 	}
 	if err := s.cmd.Start(); err != nil {

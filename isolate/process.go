@@ -1,0 +1,30 @@
+package isolate
+
+import "github.com/corralhq/corral/jobs"
+
+// Process is one command to run in a sandbox.
+type Process struct {
+	// Argv is the command; Argv[0] is looked up in the PATH of Env inside
+	// the sandbox when it has no slash. Required.
+	Argv []string
+	// Env is the complete environment, KEY=VALUE.
+	Env []string
+	// Cwd is the working directory inside the sandbox. Default "/work".
+	Cwd string
+	// Stdin is the standard input. Default: empty.
+	Stdin []byte
+	// Limits apply to this process; zero fields take the protocol's
+	// defaults. DiskBytes is ignored here: the writable layer is sized at
+	// New and Reset.
+	Limits jobs.Limits
+	// Output, if set, receives output as it arrives (stream is "stdout"
+	// or "stderr"), up to the output cap. It must not keep p.
+	Output func(stream string, p []byte)
+}
+
+// DefaultEnv is the environment a job starts from.
+var DefaultEnv = []string{
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/work",
+	"LANG=C.UTF-8",
+}

@@ -1,0 +1,37 @@
+//go:build !linux
+
+package isolate
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/corralhq/corral/jobs"
+)
+
+// Sandbox is unavailable off Linux.
+type Sandbox struct{}
+
+// New returns ErrUnsupported off Linux.
+func New(ctx context.Context, cfg Config) (*Sandbox, error) { return nil, ErrUnsupported }
+
+// ID returns "".
+func (s *Sandbox) ID() string { return "" }
+
+// Run returns ErrUnsupported.
+func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) {
+	return nil, ErrUnsupported
+}
+
+// Reset returns ErrUnsupported.
+func (s *Sandbox) Reset(ctx context.Context, diskBytes int64) error { return ErrUnsupported }
+
+// Close does nothing.
+func (s *Sandbox) Close() error { return nil }
+
+// RunInit exits: there is no sandbox init off Linux.
+func RunInit() {
+	fmt.Fprintln(os.Stderr, ErrUnsupported)
+	os.Exit(1)
+}
