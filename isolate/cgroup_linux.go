@@ -4,11 +4,13 @@ package isolate
 // hierarchy: memory, cpu, cpuacct, pids) or v2 (one directory), created and
 // limited through opencontainers/cgroups.
 //
-// Every cgroup corral creates lives under a "corral" parent
+// Every cgroup corral creates lives under a corral parent
 // (/sys/fs/cgroup/<controller>/corral/<name> on v1, /sys/fs/cgroup/corral/<name>
-// on v2). Nothing here touches a cgroup outside that parent, except that on v2 the
-// memory, cpu and pids controllers are enabled in the root's
-// cgroup.subtree_control when (and only when) they are not enabled there yet.
+// on v2; a configured parent must have an element named corral*, such as
+// system.slice/corral.service). Nothing here writes to a cgroup outside that
+// parent, except that on v2 the memory, cpu and pids controllers are enabled in
+// the cgroup.subtree_control of the ancestors when (and only when) they are not
+// enabled there yet.
 //
 // Entering the cgroup: procsFiles opens cgroup.procs as host root, and the job
 // child writes "0" into each fd. The kernel checks the credentials the file was
@@ -37,7 +39,8 @@ import (
 )
 
 const (
-	// cgroupParent is the first element of every cgroup name corral creates.
+	// cgroupParent is the default parent of the job cgroups, and the prefix of
+	// the element every cgroup name must pass through (checkCgroupName).
 	cgroupParent = "corral"
 	// cgroupfsRoot is where the cgroup hierarchies are mounted.
 	cgroupfsRoot = "/sys/fs/cgroup"

@@ -743,3 +743,35 @@ func BenchmarkCgroupCounters(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCgroupSet changes the limits between two sets, as between jobs
+// with different limits (equal limits are not rewritten).
+func BenchmarkCgroupSet(b *testing.B) {
+	c := cgNew(b, cgroupResources{MemoryBytes: 64 << 20, Pids: 16})
+	res := [2]cgroupResources{
+		{MemoryBytes: 64 << 20, Pids: 16, CPUQuotaUs: 100000},
+		{MemoryBytes: 128 << 20, Pids: 32, CPUQuotaUs: 50000},
+	}
+	i := 0
+	for b.Loop() {
+		if err := c.set(res[i%2]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkCgroupCreateDestroy is the cost of a job cgroup off the job path.
+func BenchmarkCgroupCreateDestroy(b *testing.B) {
+	cgRequireRoot(b)
+	for b.Loop() {
+		c, err := newCgroup(cgroupParent+"/bench-"+strconv.Itoa(os.Getpid()), cgroupResources{MemoryBytes: 64 << 20, Pids: 16, CPUQuotaUs: 100000})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.destroy(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_ = removeCgroupParent(cgroupParent + "/bench")
+}

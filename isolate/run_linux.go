@@ -50,7 +50,9 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	}); err != nil {
 		return nil, s.fail(fmt.Errorf("isolate: cgroup limits: %w", err))
 	}
-	if err := s.cg.resetPeak(); err != nil {
+	// v2 kernels before 6.12 cannot reset memory.peak: the peak is then
+	// the sandbox's, not the process's.
+	if err := s.cg.resetPeak(); err != nil && !errors.Is(err, errors.ErrUnsupported) {
 		return nil, s.fail(fmt.Errorf("isolate: cgroup peak: %w", err))
 	}
 	before, err := s.cg.counters()

@@ -248,6 +248,9 @@ func (s *Sandbox) Close() error {
 	if s.cg != nil {
 		if err := s.cg.destroy(); err != nil {
 			errs = append(errs, err)
+		} else {
+			// The last sandbox out removes the empty corral parents.
+			removeCgroupParent(s.cfg.CgroupParent + "/" + s.cfg.ID)
 		}
 	}
 	if s.stage != "" {
