@@ -58,7 +58,7 @@ func RunInit() {
 		fmt.Fprintf(os.Stderr, "corral-init: control socket: %v\n", err)
 		os.Exit(1)
 	}
-	in := &initProc{conn: c.(*net.UnixConn), buf: make([]byte, maxMessage)}
+	in := &initProc{conn: c.(*net.UnixConn), buf: make([]byte, maxMessage), landlock: -1}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
 		os.Exit(1)
@@ -72,8 +72,10 @@ type initProc struct {
 	oob   [256]byte
 	cfg   initConfig
 	procs []C.int
-	// exited receives the report of the running job process.
-	exited chan exitReport
+	// landlock is the ruleset fd for job processes (-1: none) and the
+	// flags to restrict with; made again with each writable layer.
+	landlock      int
+	landlockFlags uint32
 }
 
 func (in *initProc) send(m *message) error {
@@ -380,6 +382,15 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 	if err := unix.Mount("corral-shm", stageRoot+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, shm); err != nil {
 		return "mount-shm", err
 	}
+	if in.landlock >= 0 {
+		unix.Close(in.landlock)
+	}
+	fd, flags, err := landlockRuleset(stageRoot)
+	if err != nil {
+		in.landlock = -1
+		return "landlock", err
+	}
+	in.landlock, in.landlockFlags = fd, flags
 	return "", nil
 }
 
@@ -468,7 +479,8 @@ func (in *initProc) spawn(req *spawnReq, fds []int) error {
 	s.nrlimits = C.int(len(req.Rlimits))
 	s.uid = C.uint32_t(in.cfg.UID)
 	s.gid = C.uint32_t(in.cfg.GID)
-	s.landlock_fd = -1
+	s.landlock_fd = C.int(in.landlock)
+	s.landlock_flags = C.uint(in.landlockFlags)
 
 	start := time.Now()
 	pid := int(C.corral_spawn_run(&s))

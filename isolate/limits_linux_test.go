@@ -219,7 +219,7 @@ mount 2>/dev/null | grep -c .
 	lines := strings.Split(r.Stdout, "\n")
 	for _, name := range strings.Fields(lines[0]) {
 		switch name {
-		case "bin", "dev", "etc", "proc", "tmp", "work":
+		case "bin", "dev", "etc", "open", "proc", "tmp", "work":
 		default:
 			t.Errorf("unexpected entry /%s in the sandbox root: %q", name, lines[0])
 		}
@@ -389,5 +389,25 @@ func TestCancel(t *testing.T) {
 	}
 	if res.Status != jobs.StatusCancelled {
 		t.Fatalf("status %s", res.Status)
+	}
+}
+
+func TestLandlockConfinesWrites(t *testing.T) {
+	if LandlockABI() == 0 {
+		t.Skip("the kernel has no Landlock")
+	}
+	sb := newTestSandbox(t)
+	// The image's /open is world-writable: file permissions let the job
+	// write there, Landlock does not (only /tmp, /work and /dev/shm).
+	r := run(t, sb, jobs.Limits{}, "sh", "-c", `
+echo x > /tmp/ok1 && echo x > /work/ok2 && echo x > /dev/shm/ok3 && echo fine
+echo x > /dev/null && echo devnull
+echo hi > /dev/stdout
+grep -c . /proc/self/status >/dev/null && echo readproc
+touch /open/x 2>/dev/null && echo "WROTE /open"
+exit 0
+`)
+	if r.Status != jobs.StatusOK || r.Stdout != "fine\ndevnull\nhi\nreadproc\n" {
+		t.Fatalf("under Landlock: %s %q %q", r.Status, r.Stdout, r.Stderr)
 	}
 }

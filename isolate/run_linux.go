@@ -77,6 +77,16 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	}
 	defer errR.Close()
 
+	// Pipes belong to their creator: give them to the job's uid so that
+	// reopening /dev/stdout (/proc/self/fd/1) works as it does on a host.
+	jobID := int(s.cfg.HostUID) + JobUID
+	for _, f := range []*os.File{outW, errW, stdin} {
+		if err := unix.Fchown(int(f.Fd()), jobID, int(s.cfg.HostUID)+JobGID); err != nil {
+			outW.Close()
+			errW.Close()
+			return nil, fmt.Errorf("isolate: chown stdio: %w", err)
+		}
+	}
 	err = s.send(&message{Kind: msgSpawn, Spawn: &spawnReq{
 		Argv:    p.Argv,
 		Env:     p.Env,

@@ -62,6 +62,10 @@ func testLower(t testing.TB) (lower, runDir string) {
 		os.Symlink("busybox", filepath.Join(lower, "bin", applet))
 	}
 	os.WriteFile(filepath.Join(lower, "etc/hostname"), []byte("image\n"), 0o644)
+	// A world-writable directory in the image: only Landlock keeps jobs
+	// from writing there.
+	os.Mkdir(filepath.Join(lower, "open"), 0o777)
+	os.Chmod(filepath.Join(lower, "open"), 0o777)
 	return lower, runDir
 }
 

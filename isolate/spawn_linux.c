@@ -165,7 +165,7 @@ static int child(void *arg) {
 	if (syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return fail(s, CORRAL_STEP_NO_NEW_PRIVS, errno);
 
-	if (s->landlock_fd >= 0 && syscall(SYS_landlock_restrict_self, s->landlock_fd, 0) < 0)
+	if (s->landlock_fd >= 0 && syscall(SYS_landlock_restrict_self, s->landlock_fd, s->landlock_flags) < 0)
 		return fail(s, CORRAL_STEP_LANDLOCK, errno);
 
 	// Every fd above stderr goes: cgroup files, the Landlock ruleset, the

@@ -48,6 +48,7 @@ struct corral_spawn {
 	int nrlimits;
 	uint32_t uid, gid;       // credentials inside the user namespace
 	int landlock_fd;         // -1: none
+	unsigned int landlock_flags;
 	const void *seccomp_filter; // struct sock_fprog*, NULL: none
 	unsigned int seccomp_flags;
 	// Out: where the setup failed (step 0: it did not).

@@ -1,0 +1,44 @@
+package isolate
+
+import (
+	"fmt"
+
+	"github.com/landlock-lsm/go-landlock/landlock"
+	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
+)
+
+// landlockConfig is the newest ABI corral knows, downgraded to what the
+// kernel supports (best effort, reported by `corral check`).
+var landlockConfig = landlock.V7.BestEffort()
+
+// landlockRuleset makes the Landlock ruleset a job process restricts itself
+// with, for the job root at root (as the init sees it): read and execute
+// everywhere in the root, write only in /tmp, /work and /dev/shm and to the
+// harmless device files. It returns -1 when the kernel has no Landlock.
+// Rules hold the inodes of the current writable layer, so the ruleset is
+// made again after each reset.
+func landlockRuleset(root string) (fd int, flags uint32, err error) {
+	rw := []string{root + "/tmp", root + "/work", root + "/dev/shm"}
+	var devs []string
+	for _, d := range devices {
+		devs = append(devs, root+"/dev/"+d)
+	}
+	fd, flags, err = landlockConfig.NewRulesetFD(
+		landlock.RODirs(root),
+		landlock.RWDirs(rw...),
+		landlock.RWFiles(devs...),
+	)
+	if err != nil {
+		return -1, 0, fmt.Errorf("landlock ruleset: %w", err)
+	}
+	return fd, flags, nil
+}
+
+// LandlockABI returns the kernel's Landlock ABI version, 0 without Landlock.
+func LandlockABI() int {
+	v, err := ll.LandlockGetABIVersion()
+	if err != nil {
+		return 0
+	}
+	return v
+}
