@@ -15,7 +15,7 @@ func BenchmarkSandboxNew(b *testing.B) {
 	lower, runDir := testLower(b)
 	b.ResetTimer()
 	for b.Loop() {
-		sb, err := New(context.Background(), Config{Lower: []string{lower}, RunDir: runDir})
+		sb, err := New(context.Background(), Config{Lower: []string{lower}, RunDir: runDir, CgroupParent: testCgroupParent})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -287,7 +287,7 @@ func cgRequireRoot(t testing.TB) {
 func cgParents(t testing.TB) []string {
 	t.Helper()
 	if cgroupVersion() == 2 {
-		return []string{filepath.Join(cgroupfsRoot, cgroupParent)}
+		return []string{filepath.Join(cgroupfsRoot, testCgroupParent)}
 	}
 	var out []string
 	for _, ctrl := range cgroupV1Controllers {
@@ -295,7 +295,7 @@ func cgParents(t testing.TB) []string {
 		if err != nil {
 			t.Fatalf("%s hierarchy: %v", ctrl, err)
 		}
-		out = append(out, filepath.Join(mnt, cgroupParent))
+		out = append(out, filepath.Join(mnt, testCgroupParent))
 	}
 	return out
 }
@@ -314,7 +314,7 @@ func cgNew(t testing.TB, res cgroupResources) *cgroup {
 	}
 	b := make([]byte, 4)
 	rand.Read(b)
-	name := cgroupParent + "/test-" + hex.EncodeToString(b)
+	name := testCgroupParent + "/test-" + hex.EncodeToString(b)
 	c, err := newCgroup(name, res)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS) {
@@ -765,7 +765,7 @@ func BenchmarkCgroupSet(b *testing.B) {
 func BenchmarkCgroupCreateDestroy(b *testing.B) {
 	cgRequireRoot(b)
 	for b.Loop() {
-		c, err := newCgroup(cgroupParent+"/bench-"+strconv.Itoa(os.Getpid()), cgroupResources{MemoryBytes: 64 << 20, Pids: 16, CPUQuotaUs: 100000})
+		c, err := newCgroup(testCgroupParent+"/bench-"+strconv.Itoa(os.Getpid()), cgroupResources{MemoryBytes: 64 << 20, Pids: 16, CPUQuotaUs: 100000})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -773,5 +773,5 @@ func BenchmarkCgroupCreateDestroy(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	_ = removeCgroupParent(cgroupParent + "/bench")
+	_ = removeCgroupParent(testCgroupParent + "/bench")
 }

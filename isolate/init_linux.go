@@ -5,6 +5,7 @@ package isolate
 
 /*
 #include <stdlib.h>
+#include <linux/filter.h>
 #include "spawn_linux.h"
 */
 import "C"
@@ -76,6 +77,8 @@ type initProc struct {
 	// flags to restrict with; made again with each writable layer.
 	landlock      int
 	landlockFlags uint32
+	// seccomp holds each profile's program in C memory, for the child.
+	seccomp map[SeccompProfile]*C.struct_sock_fprog
 }
 
 func (in *initProc) send(m *message) error {
@@ -149,6 +152,20 @@ func (in *initProc) serve() error {
 		return fmt.Errorf("first message is %q, not config", m.Kind)
 	}
 	in.cfg = *m.Config
+	in.seccomp = make(map[SeccompProfile]*C.struct_sock_fprog)
+	for name, prog := range in.cfg.Seccomp {
+		if len(prog) == 0 {
+			continue
+		}
+		size := C.size_t(len(prog)) * C.size_t(unsafe.Sizeof(prog[0]))
+		filter := C.malloc(size)
+		copy(unsafe.Slice((*unix.SockFilter)(filter), len(prog)), prog)
+		fp := (*C.struct_sock_fprog)(C.calloc(1, C.size_t(unsafe.Sizeof(C.struct_sock_fprog{}))))
+		fp.len = C.ushort(len(prog))
+		fp.filter = (*C.struct_sock_filter)(filter)
+		in.seccomp[name] = fp
+	}
+	in.cfg.Seccomp = nil
 	for i := 0; i < in.cfg.ProcsFiles; i++ {
 		in.procs = append(in.procs, C.int(initProcsFd0+i))
 	}
@@ -479,6 +496,11 @@ func (in *initProc) spawn(req *spawnReq, fds []int) error {
 	s.nrlimits = C.int(len(req.Rlimits))
 	s.uid = C.uint32_t(in.cfg.UID)
 	s.gid = C.uint32_t(in.cfg.GID)
+	prog, ok := in.seccomp[req.Seccomp]
+	if !ok {
+		return in.fail("seccomp", fmt.Errorf("no program for profile %q", req.Seccomp))
+	}
+	s.seccomp_filter = unsafe.Pointer(prog)
 	s.landlock_fd = C.int(in.landlock)
 	s.landlock_flags = C.uint(in.landlockFlags)
 

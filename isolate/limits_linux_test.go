@@ -358,7 +358,7 @@ int main(int argc, char **argv) {
 func TestDiskFull(t *testing.T) {
 	needRoot(t)
 	lower, runDir := testLower(t)
-	sb, err := New(context.Background(), Config{Lower: []string{lower}, RunDir: runDir, DiskBytes: 1 << 20})
+	sb, err := New(context.Background(), Config{Lower: []string{lower}, RunDir: runDir, CgroupParent: testCgroupParent, DiskBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,5 +409,26 @@ exit 0
 `)
 	if r.Status != jobs.StatusOK || r.Stdout != "fine\ndevnull\nhi\nreadproc\n" {
 		t.Fatalf("under Landlock: %s %q %q", r.Status, r.Stdout, r.Stderr)
+	}
+}
+
+func TestSeccompInSandbox(t *testing.T) {
+	sb := newTestSandbox(t)
+	// busybox unshare calls unshare(2): denied by every profile.
+	r := run(t, sb, jobs.Limits{}, "unshare", "-n", "true")
+	if r.Status != jobs.StatusNonzeroExit || !strings.Contains(r.Stderr, "not permitted") {
+		t.Fatalf("unshare under the default profile: %s %q", r.Status, r.Stderr)
+	}
+	// strict: a static no-op runs; a socket does not.
+	res, err := sb.Run(context.Background(), Process{Argv: []string{"true"}, Env: DefaultEnv, Seccomp: SeccompStrict})
+	if err != nil || res.Status != jobs.StatusOK {
+		t.Fatalf("true under strict: %v %+v", err, res)
+	}
+	res, err = sb.Run(context.Background(), Process{Argv: []string{"nc", "-l", "-p", "8080"}, Env: DefaultEnv, Seccomp: SeccompStrict})
+	if err != nil || res.Status == jobs.StatusOK {
+		t.Fatalf("a socket under strict: %v %+v", err, res)
+	}
+	if _, err := sb.Run(context.Background(), Process{Argv: []string{"true"}, Env: DefaultEnv, Seccomp: "off"}); err == nil {
+		t.Fatal(`profile "off" accepted`)
 	}
 }

@@ -17,6 +17,9 @@ type Process struct {
 	// defaults. DiskBytes is ignored here: the writable layer is sized at
 	// New and Reset.
 	Limits jobs.Limits
+	// Seccomp is the system call profile installed just before exec.
+	// Default: SeccompDefault. There is no way to run without one.
+	Seccomp SeccompProfile
 	// Output, if set, receives output as it arrives (stream is "stdout"
 	// or "stderr"), up to the output cap. It must not keep p.
 	Output func(stream string, p []byte)

@@ -3,6 +3,8 @@ package isolate
 import (
 	"fmt"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Message kinds of the parent↔init protocol (see the package doc).
@@ -37,15 +39,19 @@ type initConfig struct {
 	ProcsFiles int      `json:"procs_files"` // number of cgroup.procs fds from fd 5 on
 	UID        uint32   `json:"uid"`         // the job's uid inside the sandbox
 	GID        uint32   `json:"gid"`         // the job's gid inside the sandbox
+	// Seccomp holds each profile's BPF program, compiled once by the
+	// parent: the init never links libseccomp's work into a job's path.
+	Seccomp map[SeccompProfile][]unix.SockFilter `json:"seccomp"`
 }
 
 // spawnReq asks the init to start a job process; the message carries the
 // stdin, stdout and stderr fds.
 type spawnReq struct {
-	Argv    []string `json:"argv"`
-	Env     []string `json:"env"`
-	Cwd     string   `json:"cwd"`
-	Rlimits []rlimit `json:"rlimits"`
+	Argv    []string       `json:"argv"`
+	Env     []string       `json:"env"`
+	Cwd     string         `json:"cwd"`
+	Rlimits []rlimit       `json:"rlimits"`
+	Seccomp SeccompProfile `json:"seccomp"`
 }
 
 type rlimit struct {

@@ -42,6 +42,10 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	if p.Cwd == "" {
 		p.Cwd = "/work"
 	}
+	profile, err := ParseSeccompProfile(string(p.Seccomp))
+	if err != nil {
+		return nil, err
+	}
 	if err := s.cg.set(cgroupResources{
 		MemoryBytes: lim.MemoryBytes,
 		Pids:        lim.Pids,
@@ -92,6 +96,7 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 		Env:     p.Env,
 		Cwd:     p.Cwd,
 		Rlimits: rlimitsFor(lim),
+		Seccomp: profile,
 	}}, []int{int(stdin.Fd()), int(outW.Fd()), int(errW.Fd())})
 	outW.Close()
 	errW.Close()

@@ -117,7 +117,14 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		_ = s.cmd.Wait()
 		close(s.done)
 	}()
+	progs := make(map[SeccompProfile][]unix.SockFilter)
+	for _, p := range []SeccompProfile{SeccompDefault, SeccompStrict} {
+		if progs[p], err = seccompProgram(p); err != nil {
+			return nil, err
+		}
+	}
 	err = s.send(&message{Kind: msgConfig, Config: &initConfig{
+		Seccomp:    progs,
 		Lower:      cfg.Lower,
 		Stage:      s.stage,
 		DiskBytes:  cfg.DiskBytes,

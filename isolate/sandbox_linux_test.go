@@ -75,7 +75,7 @@ func newTestSandbox(t testing.TB) *Sandbox {
 	lower, runDir := testLower(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sb, err := New(ctx, Config{Lower: []string{lower}, RunDir: runDir, Log: testLog{t}})
+	sb, err := New(ctx, Config{Lower: []string{lower}, RunDir: runDir, Log: testLog{t}, CgroupParent: testCgroupParent})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

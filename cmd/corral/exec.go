@@ -49,6 +49,7 @@ Examples:
 		pids    = fs.Int64("pids", 0, "maximum number of processes and threads (default 128)")
 		nofile  = fs.Int64("nofile", 0, "maximum number of open files (default 256)")
 		verbose = fs.Bool("v", false, "show the sandbox init's diagnostics on stderr")
+		seccomp = fs.String("seccomp", "default", "system call profile: default (compilers, interpreters, shells) or strict (compute only); there is no off")
 	)
 	fs.Var(&env, "env", "set an environment variable KEY=VALUE (repeatable)")
 	fs.Var(&cpu, "cpu", "cpu time limit, e.g. 2s (default 10s)")
@@ -83,6 +84,10 @@ Examples:
 		if in, err = os.ReadFile(*stdin); err != nil {
 			return err
 		}
+	}
+	profile, err := isolate.ParseSeccompProfile(*seccomp)
+	if err != nil {
+		return err
 	}
 	if *slot < 0 || *slot > 1<<14 {
 		return fmt.Errorf("--slot %d out of range", *slot)
@@ -125,11 +130,12 @@ Examples:
 	}
 	defer sb.Close()
 	res, err := sb.Run(ctx, isolate.Process{
-		Argv: argv, Env: environ, Cwd: *cwd, Stdin: in, Limits: lim,
+		Argv: argv, Env: environ, Cwd: *cwd, Stdin: in, Limits: lim, Seccomp: profile,
 	})
 	if err != nil {
 		return err
 	}
+	res.Name = "step-1" // the protocol's name for an unnamed first step
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
