@@ -151,7 +151,7 @@ func (s *Store) Build(ctx context.Context, name string, opt BuildOptions) (*Imag
 	if err := checkSquashfs(out); err != nil {
 		return nil, fmt.Errorf("mksquashfs wrote a bad file: %w", err)
 	}
-	progress("layer %s: %s in %s", shortDigest(digest), formatSize(size), time.Since(start).Round(time.Millisecond))
+	progress("layer %s: %s in %s", ShortDigest(digest), FormatSize(size), time.Since(start).Round(time.Millisecond))
 
 	unlock, err := s.lock()
 	if err != nil {
@@ -172,7 +172,7 @@ func (s *Store) Build(ctx context.Context, name string, opt BuildOptions) (*Imag
 	hexd, _ := parseDigest(digest)
 	dst := s.layerPath(hexd)
 	if fi, err := os.Stat(dst); err == nil && fi.Size() == size {
-		progress("layer %s already in the store", shortDigest(digest))
+		progress("layer %s already in the store", ShortDigest(digest))
 	} else {
 		if err := os.Rename(out, dst); err != nil {
 			return nil, fmt.Errorf("store layer: %w", err)
@@ -204,12 +204,12 @@ func (s *Store) Build(ctx context.Context, name string, opt BuildOptions) (*Imag
 		return nil, fmt.Errorf("write manifest: %w", err)
 	}
 	if old != nil {
-		progress("replaced image %s (was %s)", name, shortDigest(old.Digest))
+		progress("replaced image %s (was %s)", name, ShortDigest(old.Digest))
 		if err := s.collectLayers(); err != nil {
 			progress("warning: removing unused layers: %v", err)
 		}
 	}
-	progress("image %s %s: %d layer(s), %s", name, shortDigest(img.Digest), len(img.Layers), formatSize(img.Size))
+	progress("image %s %s: %d layer(s), %s", name, ShortDigest(img.Digest), len(img.Layers), FormatSize(img.Size))
 	return img, nil
 }
 
@@ -285,8 +285,8 @@ func syncAndHash(path string) (string, int64, error) {
 	return hashFile(path)
 }
 
-// shortDigest returns the first 12 hex digits of a digest.
-func shortDigest(d string) string {
+// ShortDigest returns the first 12 hex digits of a digest.
+func ShortDigest(d string) string {
 	h := strings.TrimPrefix(d, "sha256:")
 	if len(h) > 12 {
 		h = h[:12]
@@ -294,8 +294,8 @@ func shortDigest(d string) string {
 	return h
 }
 
-// formatSize formats a byte count for people.
-func formatSize(n int64) string {
+// FormatSize formats a byte count for people.
+func FormatSize(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

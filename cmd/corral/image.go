@@ -252,8 +252,8 @@ manifests as a JSON array instead.`)
 		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tDIGEST\tLAYERS\tSIZE\tCREATED")
 		for _, img := range imgs {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", img.Name, imageShortDigest(img.Digest), len(img.Layers),
-				imageHumanSize(img.Size), img.Created.Local().Format("2006-01-02 15:04:05"))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", img.Name, rootfs.ShortDigest(img.Digest), len(img.Layers),
+				rootfs.FormatSize(img.Size), img.Created.Local().Format("2006-01-02 15:04:05"))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -330,27 +330,4 @@ release it.`)
 		fmt.Println("removed", name)
 	}
 	return nil
-}
-
-// imageShortDigest returns the first 12 hex digits of a "sha256:<hex>" digest.
-func imageShortDigest(d string) string {
-	h := strings.TrimPrefix(d, "sha256:")
-	if len(h) > 12 {
-		h = h[:12]
-	}
-	return h
-}
-
-// imageHumanSize formats a byte count with binary units: 512 B, 1.5 MiB.
-func imageHumanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
