@@ -99,8 +99,10 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		ExtraFiles: extra,
 		Stderr:     cfg.Log,
 		SysProcAttr: &syscall.SysProcAttr{
+			// Each job process also gets its own mount, IPC and (rooted at
+			// the job cgroup) cgroup namespace from the init.
 			Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS |
-				unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET,
+				unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP,
 			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(cfg.HostUID), Size: IDsPerSandbox}},
 			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(cfg.HostUID), Size: IDsPerSandbox}},
 			GidMappingsEnableSetgroups: true,
