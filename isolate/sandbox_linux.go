@@ -43,6 +43,11 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	for _, p := range append([]string{cfg.RunDir}, cfg.Lower...) {
+		if err := checkReachable(p); err != nil {
+			return nil, err
+		}
+	}
 	exe, err := initExecutable()
 	if err != nil {
 		return nil, err

@@ -116,3 +116,14 @@ func TestSandboxRunsCommand(t *testing.T) {
 		t.Errorf("stderr %q", res.Stderr)
 	}
 }
+
+func TestUnreachableRunDir(t *testing.T) {
+	needRoot(t)
+	lower, runDir := testLower(t)
+	hidden := filepath.Join(filepath.Dir(runDir), "hidden")
+	os.Mkdir(hidden, 0o700)
+	_, err := New(context.Background(), Config{Lower: []string{lower}, RunDir: hidden, CgroupParent: testCgroupParent})
+	if err == nil || !strings.Contains(err.Error(), "not searchable") {
+		t.Fatalf("want a clear error for a 0700 run directory, got %v", err)
+	}
+}
