@@ -51,6 +51,7 @@ func RunInit() {
 	runtime.LockOSThread()
 	// The job must not read the init's memory or fds through /proc/1.
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&[]byte("corral-init\x00")[0])), 0, 0, 0)
 	unix.Close(initExeFd)
 	f := os.NewFile(initSockFd, "control")
 	c, err := net.FileConn(f)
@@ -81,12 +82,19 @@ type initProc struct {
 	seccomp map[SeccompProfile]*C.struct_sock_fprog
 }
 
-func (in *initProc) send(m *message) error {
+func (in *initProc) send(m *message) error { return in.sendFds(m, nil) }
+
+// sendFds sends a message with fds attached (SCM_RIGHTS).
+func (in *initProc) sendFds(m *message, fds []int) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	_, err = in.conn.Write(b)
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	_, _, err = in.conn.WriteMsgUnix(b, oob, nil)
 	return err
 }
 
@@ -186,6 +194,10 @@ func (in *initProc) serve() error {
 		switch m.Kind {
 		case msgSpawn:
 			err = in.spawn(m.Spawn, fds)
+		case msgPut:
+			err = in.put(m.Put, fds)
+		case msgCollect:
+			err = in.collect(m.Coll, fds)
 		case msgKill:
 			closeAll(fds)
 			killAll()

@@ -17,6 +17,9 @@ const (
 	msgKill    = "kill"
 	msgExited  = "exited"
 	msgReset   = "reset"
+	msgPut     = "put"
+	msgCollect = "collect"
+	msgFiles   = "files"
 )
 
 // message is one packet of the parent↔init protocol.
@@ -25,6 +28,9 @@ type message struct {
 	Config *initConfig `json:"config,omitempty"`
 	Spawn  *spawnReq   `json:"spawn,omitempty"`
 	Reset  *resetReq   `json:"reset,omitempty"`
+	Put    *putReq     `json:"put,omitempty"`
+	Coll   *collectReq `json:"collect,omitempty"`
+	Files  []fileEntry `json:"files,omitempty"`
 	Pid    int         `json:"pid,omitempty"`
 	Exit   *exitReport `json:"exit,omitempty"`
 	Err    *InitError  `json:"err,omitempty"`
@@ -63,6 +69,26 @@ type rlimit struct {
 // resetReq asks for a fresh writable layer.
 type resetReq struct {
 	DiskBytes int64 `json:"disk_bytes"`
+}
+
+// putReq writes one file below /work from the memfd the message carries.
+type putReq struct {
+	Path string `json:"path"` // relative to /work, clean, no ".."
+	Mode uint32 `json:"mode"` // permission bits
+}
+
+// collectReq asks for the regular files below /work matching patterns.
+type collectReq struct {
+	Patterns []string `json:"patterns"`
+	MaxFiles int      `json:"max_files"`
+}
+
+// fileEntry is one collected file; the reply carries an fd for each entry
+// without Skipped, in order.
+type fileEntry struct {
+	Path    string `json:"path"`
+	Size    int64  `json:"size"`
+	Skipped string `json:"skipped,omitempty"` // why it was not collected
 }
 
 // exitReport is how a job process ended.

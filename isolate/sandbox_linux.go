@@ -178,6 +178,39 @@ func (s *Sandbox) fail(err error) error {
 	return err
 }
 
+// recvFds reads the init's next message and the fds it carries.
+func (s *Sandbox) recvFds() (*message, []int, error) {
+	buf := make([]byte, 1<<20)
+	oob := make([]byte, unix.CmsgSpace(4*maxCollectFds))
+	n, oobn, _, _, err := s.conn.ReadMsgUnix(buf, oob)
+	if err != nil || n == 0 {
+		if err == nil {
+			err = ErrClosed
+		}
+		return nil, nil, s.fail(fmt.Errorf("isolate: init gone: %w", err))
+	}
+	var fds []int
+	if oobn > 0 {
+		scms, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return nil, nil, s.fail(err)
+		}
+		for _, scm := range scms {
+			got, err := unix.ParseUnixRights(&scm)
+			if err != nil {
+				return nil, nil, s.fail(err)
+			}
+			fds = append(fds, got...)
+		}
+	}
+	m := new(message)
+	if err := json.Unmarshal(buf[:n], m); err != nil {
+		closeAll(fds)
+		return nil, nil, s.fail(fmt.Errorf("isolate: bad message from init: %w", err))
+	}
+	return m, fds, nil
+}
+
 // recv reads the init's next message.
 func (s *Sandbox) recv() (*message, error) {
 	buf := make([]byte, 64<<10)

@@ -1,0 +1,203 @@
+package isolate
+
+// The init's side of writing a job's files and collecting its results. Job
+// processes are all dead when these run, so nothing moves underneath; every
+// path is still resolved with openat2 confined below /work, refusing
+// symlinks, magic links and mount crossings, so no trick of the job's can
+// lead the init outside the job's own files.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+const workDir = stageRoot + "/work"
+
+// maxCollectFds bounds the fds of one reply (SCM_RIGHTS takes 253).
+const maxCollectFds = 250
+
+// confined is how every path below /work is resolved.
+const confined = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV
+
+var errUnsafe = errors.New("unsafe path")
+
+// cleanRel checks a path relative to /work once more: the parent validated
+// it, the init does not trust that.
+func cleanRel(p string) error {
+	if p == "" || path.IsAbs(p) || path.Clean(p) != p || p == "." {
+		return fmt.Errorf("%w %q", errUnsafe, p)
+	}
+	for _, e := range strings.Split(p, "/") {
+		if e == ".." {
+			return fmt.Errorf("%w %q", errUnsafe, p)
+		}
+	}
+	return nil
+}
+
+func openWork() (int, error) {
+	return unix.Openat2(unix.AT_FDCWD, workDir, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+}
+
+func (in *initProc) put(req *putReq, fds []int) error {
+	defer closeAll(fds)
+	if req == nil || len(fds) != 1 {
+		return in.fail("protocol", errors.New("put needs a path and one fd"))
+	}
+	if err := in.putFile(req, fds[0]); err != nil {
+		return in.fail("put", fmt.Errorf("%s: %w", req.Path, err))
+	}
+	return in.send(&message{Kind: msgReady})
+}
+
+func (in *initProc) putFile(req *putReq, src int) error {
+	if err := cleanRel(req.Path); err != nil {
+		return err
+	}
+	dir, err := openWork()
+	if err != nil {
+		return err
+	}
+	defer func() { unix.Close(dir) }()
+	uid, gid := int(in.cfg.UID), int(in.cfg.GID)
+	parts := strings.Split(req.Path, "/")
+	for _, name := range parts[:len(parts)-1] {
+		if err := unix.Mkdirat(dir, name, 0o755); err == nil {
+			if err := unix.Fchownat(dir, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
+		} else if err != unix.EEXIST {
+			return err
+		}
+		next, err := unix.Openat2(dir, name, &unix.OpenHow{
+			Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: confined,
+		})
+		if err != nil {
+			return fmt.Errorf("directory %q: %w", name, err)
+		}
+		unix.Close(dir)
+		dir = next
+	}
+	fd, err := unix.Openat2(dir, parts[len(parts)-1], &unix.OpenHow{
+		Flags:   unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Mode:    0o600,
+		Resolve: confined,
+	})
+	if err != nil {
+		return err
+	}
+	dst := os.NewFile(uintptr(fd), req.Path)
+	defer dst.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return errors.New("not a regular file")
+	}
+	srcf := os.NewFile(uintptr(src), "content")
+	_, err = io.Copy(dst, srcf)
+	srcf.Close()
+	if err != nil {
+		return err
+	}
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		return err
+	}
+	return unix.Fchmod(fd, req.Mode&0o7777&^(unix.S_ISUID|unix.S_ISGID))
+}
+
+func (in *initProc) collect(req *collectReq, fds []int) error {
+	closeAll(fds)
+	if req == nil {
+		return in.fail("protocol", errors.New("collect without patterns"))
+	}
+	entries, files, err := collectFiles(req.Patterns, min(req.MaxFiles, maxCollectFds))
+	defer closeAll(files)
+	if err != nil {
+		return in.fail("collect", err)
+	}
+	return in.sendFds(&message{Kind: msgFiles, Files: entries}, files)
+}
+
+// matches reports whether rel, or a directory it is in, matches a pattern.
+func matches(patterns []string, rel string) bool {
+	for _, p := range patterns {
+		for r := rel; r != "."; r = path.Dir(r) {
+			if ok, _ := path.Match(p, r); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func collectFiles(patterns []string, maxFiles int) ([]fileEntry, []int, error) {
+	for _, p := range patterns {
+		if err := cleanRel(p); err != nil {
+			return nil, nil, err
+		}
+	}
+	work, err := openWork()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unix.Close(work)
+	var entries []fileEntry
+	var fds []int
+	err = filepath.WalkDir(workDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == workDir {
+			return nil // unreadable parts are simply not collected
+		}
+		rel := strings.TrimPrefix(p, workDir+"/")
+		if !matches(patterns, rel) {
+			return nil
+		}
+		switch {
+		case d.IsDir():
+			return nil
+		case d.Type()&fs.ModeSymlink != 0:
+			entries = append(entries, fileEntry{Path: rel, Skipped: "symlink: not followed"})
+			return nil
+		case !d.Type().IsRegular():
+			entries = append(entries, fileEntry{Path: rel, Skipped: "not a regular file"})
+			return nil
+		}
+		if len(fds) >= maxFiles {
+			entries = append(entries, fileEntry{Path: rel, Skipped: fmt.Sprintf("more than %d files", maxFiles)})
+			return filepath.SkipAll
+		}
+		fd, err := unix.Openat2(work, rel, &unix.OpenHow{
+			Flags: unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: confined,
+		})
+		if err != nil {
+			entries = append(entries, fileEntry{Path: rel, Skipped: err.Error()})
+			return nil
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			unix.Close(fd)
+			entries = append(entries, fileEntry{Path: rel, Skipped: "not a regular file"})
+			return nil
+		}
+		entries = append(entries, fileEntry{Path: rel, Size: st.Size})
+		fds = append(fds, fd)
+		return nil
+	})
+	if err != nil {
+		closeAll(fds)
+		return nil, nil, err
+	}
+	return entries, fds, nil
+}

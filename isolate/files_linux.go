@@ -1,0 +1,126 @@
+package isolate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxCollectFiles is the most files one Collect returns.
+const MaxCollectFiles = maxCollectFds
+
+// File is a file to put below /work before a job's first step.
+type File struct {
+	// Path is relative to /work: clean, no "..", not absolute.
+	Path string
+	// Data is the content.
+	Data []byte
+	// Mode holds the permission bits; setuid and setgid are dropped.
+	// Default 0644.
+	Mode os.FileMode
+}
+
+// Collected is a file collected from below /work.
+type Collected struct {
+	// Path is relative to /work.
+	Path string
+	// Size is the file's size in bytes.
+	Size int64
+	// Skipped says why the file was not collected (a symlink, not a
+	// regular file, too many files); File is nil then.
+	Skipped string
+	// File is open for reading; the caller closes it.
+	File *os.File
+}
+
+// ErrUnsafePath is returned for a path that is absolute, not clean, or
+// climbs out of /work, and for one that would cross a symlink.
+var ErrUnsafePath = errors.New("isolate: unsafe path")
+
+// WriteFiles writes files below /work as the job's uid. The init resolves
+// each path confined below /work, refusing symlinks: a path through a
+// symlink fails with ErrUnsafePath and nothing is written outside /work.
+func (s *Sandbox) WriteFiles(ctx context.Context, files []File) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken != nil {
+		return s.broken
+	}
+	for _, f := range files {
+		if err := cleanRel(f.Path); err != nil {
+			return fmt.Errorf("%w: %q", ErrUnsafePath, f.Path)
+		}
+		mode := uint32(f.Mode.Perm())
+		if mode == 0 {
+			mode = 0o644
+		}
+		mfd, err := memfdWith("file", f.Data)
+		if err != nil {
+			return err
+		}
+		err = s.send(&message{Kind: msgPut, Put: &putReq{Path: f.Path, Mode: mode}}, []int{int(mfd.Fd())})
+		mfd.Close()
+		if err != nil {
+			return err
+		}
+		if _, err := s.expect(ctx, msgReady); err != nil {
+			var ie *InitError
+			if errors.As(err, &ie) && ie.Step == "put" {
+				if ie.Errno == unix.ELOOP || ie.Errno == unix.EXDEV || ie.Errno == unix.ENOTDIR {
+					return fmt.Errorf("%w: %q crosses a symlink or a mount (%v)", ErrUnsafePath, f.Path, ie.Errno)
+				}
+				return fmt.Errorf("isolate: write %q: %w", f.Path, err)
+			}
+			return s.fail(err)
+		}
+	}
+	return nil
+}
+
+// Collect returns the regular files below /work whose path, or a directory
+// they are in, matches one of patterns (path.Match syntax, relative to
+// /work). Symlinks are never followed: they come back Skipped.
+func (s *Sandbox) Collect(ctx context.Context, patterns []string) ([]Collected, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken != nil {
+		return nil, s.broken
+	}
+	for _, p := range patterns {
+		if err := cleanRel(p); err != nil {
+			return nil, fmt.Errorf("%w: pattern %q", ErrUnsafePath, p)
+		}
+	}
+	if err := s.send(&message{Kind: msgCollect, Coll: &collectReq{Patterns: patterns, MaxFiles: MaxCollectFiles}}, nil); err != nil {
+		return nil, err
+	}
+	m, fds, err := s.recvFds()
+	if err != nil {
+		return nil, err
+	}
+	if m.Kind == msgError && m.Err != nil {
+		closeAll(fds)
+		return nil, m.Err
+	}
+	if m.Kind != msgFiles {
+		closeAll(fds)
+		return nil, s.fail(fmt.Errorf("isolate: init sent %q, want %q", m.Kind, msgFiles))
+	}
+	var out []Collected
+	for _, e := range m.Files {
+		c := Collected{Path: e.Path, Size: e.Size, Skipped: e.Skipped}
+		if e.Skipped == "" {
+			if len(fds) == 0 {
+				return nil, s.fail(errors.New("isolate: collect reply lacks an fd"))
+			}
+			c.File = os.NewFile(uintptr(fds[0]), e.Path)
+			fds = fds[1:]
+		}
+		out = append(out, c)
+	}
+	closeAll(fds)
+	return out, nil
+}
