@@ -22,7 +22,7 @@ import (
 const workDir = stageRoot + "/work"
 
 // maxCollectFds bounds the fds of one reply (SCM_RIGHTS takes 253).
-const maxCollectFds = 250
+const maxCollectFds = MaxCollectFiles
 
 // confined is how every path below /work is resolved.
 const confined = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV

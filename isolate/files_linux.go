@@ -9,37 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MaxCollectFiles is the most files one Collect returns.
-const MaxCollectFiles = maxCollectFds
-
-// File is a file to put below /work before a job's first step.
-type File struct {
-	// Path is relative to /work: clean, no "..", not absolute.
-	Path string
-	// Data is the content.
-	Data []byte
-	// Mode holds the permission bits; setuid and setgid are dropped.
-	// Default 0644.
-	Mode os.FileMode
-}
-
-// Collected is a file collected from below /work.
-type Collected struct {
-	// Path is relative to /work.
-	Path string
-	// Size is the file's size in bytes.
-	Size int64
-	// Skipped says why the file was not collected (a symlink, not a
-	// regular file, too many files); File is nil then.
-	Skipped string
-	// File is open for reading; the caller closes it.
-	File *os.File
-}
-
-// ErrUnsafePath is returned for a path that is absolute, not clean, or
-// climbs out of /work, and for one that would cross a symlink.
-var ErrUnsafePath = errors.New("isolate: unsafe path")
-
 // WriteFiles writes files below /work as the job's uid. The init resolves
 // each path confined below /work, refusing symlinks: a path through a
 // symlink fails with ErrUnsafePath and nothing is written outside /work.

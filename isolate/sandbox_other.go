@@ -35,3 +35,11 @@ func RunInit() {
 	fmt.Fprintln(os.Stderr, ErrUnsupported)
 	os.Exit(1)
 }
+
+// WriteFiles returns ErrUnsupported.
+func (s *Sandbox) WriteFiles(ctx context.Context, files []File) error { return ErrUnsupported }
+
+// Collect returns ErrUnsupported.
+func (s *Sandbox) Collect(ctx context.Context, patterns []string) ([]Collected, error) {
+	return nil, ErrUnsupported
+}

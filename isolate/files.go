@@ -1,0 +1,37 @@
+package isolate
+
+import (
+	"errors"
+	"os"
+)
+
+// MaxCollectFiles is the most files one Collect returns.
+const MaxCollectFiles = 250
+
+// File is a file to put below /work before a job's first step.
+type File struct {
+	// Path is relative to /work: clean, no "..", not absolute.
+	Path string
+	// Data is the content.
+	Data []byte
+	// Mode holds the permission bits; setuid and setgid are dropped.
+	// Default 0644.
+	Mode os.FileMode
+}
+
+// Collected is a file collected from below /work.
+type Collected struct {
+	// Path is relative to /work.
+	Path string
+	// Size is the file's size in bytes.
+	Size int64
+	// Skipped says why the file was not collected (a symlink, not a
+	// regular file, too many files); File is nil then.
+	Skipped string
+	// File is open for reading; the caller closes it.
+	File *os.File
+}
+
+// ErrUnsafePath is returned for a path that is absolute, not clean, or
+// climbs out of /work, and for one that would cross a symlink.
+var ErrUnsafePath = errors.New("isolate: unsafe path")
