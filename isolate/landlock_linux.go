@@ -7,9 +7,15 @@ import (
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
 )
 
-// landlockConfig is the newest ABI corral knows, downgraded to what the
-// kernel supports (best effort, reported by `corral check`).
-var landlockConfig = landlock.V7.BestEffort()
+// landlockConfig handles the filesystem rights and IPC scopes of the newest
+// ABI corral knows, downgraded to what the kernel supports (best effort,
+// reported by `corral check`). Network rights are left to the sandbox's
+// network namespace: a job may use TCP on its own loopback, as the
+// protocol promises.
+var landlockConfig = landlock.Config{
+	HandledAccessFS: landlock.V7.HandledAccessFS,
+	Scoped:          landlock.V7.Scoped,
+}.BestEffort()
 
 // landlockRuleset makes the Landlock ruleset a job process restricts itself
 // with, for the job root at root (as the init sees it): read and execute

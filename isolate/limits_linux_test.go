@@ -432,3 +432,15 @@ func TestSeccompInSandbox(t *testing.T) {
 		t.Fatal(`profile "off" accepted`)
 	}
 }
+
+func TestLoopbackInsideSandbox(t *testing.T) {
+	sb := newTestSandbox(t)
+	// A job may serve and reach TCP on its own loopback (network none).
+	r := run(t, sb, jobs.Limits{WallTimeMs: 10000}, "sh", "-c", `
+nc -l -p 8080 > /tmp/got &
+for i in 1 2 3 4 5 6 7 8 9 10; do echo hi | nc 127.0.0.1 8080 2>/dev/null && break; sleep 0.1; done
+wait; cat /tmp/got`)
+	if r.Stdout != "hi\n" {
+		t.Fatalf("loopback TCP inside the sandbox: %s %q %q", r.Status, r.Stdout, r.Stderr)
+	}
+}
