@@ -444,3 +444,46 @@ wait; cat /tmp/got`)
 		t.Fatalf("loopback TCP inside the sandbox: %s %q %q", r.Status, r.Stdout, r.Stderr)
 	}
 }
+
+func TestOnlyStdioAndAskedEnv(t *testing.T) {
+	sb := newTestSandbox(t)
+	res, err := sb.Run(context.Background(), Process{
+		Argv: []string{"sh", "-c", "ls /proc/self/fd | tr '\\n' ' '; echo; env | sort"},
+		Env:  []string{"PATH=/bin", "ONLY=this"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitN(res.Stdout, "\n", 2)
+	// 0, 1, 2 and the directory ls itself reads.
+	if fds := strings.Fields(lines[0]); len(fds) > 4 {
+		t.Errorf("the job holds more than stdio: %v", fds)
+	}
+	for _, kv := range strings.Split(strings.TrimSpace(lines[1]), "\n") {
+		switch strings.SplitN(kv, "=", 2)[0] {
+		case "PATH", "ONLY", "PWD", "SHLVL", "_": // the last three are the shell's own
+		default:
+			t.Errorf("unexpected variable in the job's environment: %q", kv)
+		}
+	}
+}
+
+func TestInitRunsFromSealedCopy(t *testing.T) {
+	sb := newTestSandbox(t)
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(sb.cmd.Process.Pid) + "/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(exe, "/memfd:corral-init") {
+		t.Fatalf("the init runs from %q, not from the sealed memfd", exe)
+	}
+	// Even host root cannot write it: the copy is sealed.
+	f, err := os.OpenFile("/proc/"+strconv.Itoa(sb.cmd.Process.Pid)+"/exe", os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.Write([]byte("x"))
+		f.Close()
+	}
+	if err == nil {
+		t.Fatal("wrote to the init's executable")
+	}
+}
