@@ -59,10 +59,23 @@ static size_t slen(const char *p) {
 	return n;
 }
 
-// try_exec runs execve and returns its errno.
+#define MAX_SH_ARGV 4096
+static char *sh_argv[MAX_SH_ARGV];
+
+// try_exec runs execve and returns its errno. A file the kernel cannot
+// execute (a script without #!) runs under /bin/sh, as execvp does.
 static int try_exec(const char *file, char *const *argv, char *const *envp) {
 	syscall(SYS_execve, file, argv, envp);
-	return errno;
+	int err = errno;
+	if (err != ENOEXEC) return err;
+	int n = 0;
+	while (argv[n]) n++;
+	if (n + 2 > MAX_SH_ARGV) return err;
+	sh_argv[0] = "sh";
+	sh_argv[1] = (char *)file;
+	for (int i = 1; i <= n; i++) sh_argv[i + 1] = argv[i];
+	syscall(SYS_execve, "/bin/sh", sh_argv, envp);
+	return err;
 }
 
 // exec_search is execvpe without allocation: the job's own PATH, resolved
