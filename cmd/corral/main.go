@@ -26,6 +26,8 @@ type command struct {
 
 var commands = map[string]command{
 	"exec":    {"run one command in a fresh sandbox and print its result", cmdExec},
+	"up":      {"run an embedded NATS server with JetStream and a worker, in the foreground", cmdUp},
+	"worker":  {"pull jobs from NATS JetStream and run them in warm sandboxes", cmdWorker},
 	"image":   {"build, list, inspect and remove rootfs images", cmdImage},
 	"check":   {"report the kernel features corral needs", cmdCheck},
 	"version": {"print the version", cmdVersion},

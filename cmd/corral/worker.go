@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/corralhq/corral/jobs"
+	"github.com/corralhq/corral/rootfs"
+	"github.com/corralhq/corral/worker"
+)
+
+// workerFlags are the flags `worker` and `up` share.
+type workerFlags struct {
+	data    *string
+	queues  listFlag
+	slots   *int
+	image   *string
+	config  *string
+	warm    listFlag
+	grace   *time.Duration
+	logJSON *bool
+	verbose *bool
+}
+
+func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
+	wf := &workerFlags{}
+	wf.data = fs.String("data", defaultDataDir, "data directory: images, mount points (and, for up, the JetStream store)")
+	fs.Var(&wf.queues, "queue", "queue to serve (repeatable; default: the config file's queues, else \"default\")")
+	wf.slots = fs.Int("slots", 0, "jobs run at once, each in a warm sandbox (default: one per CPU)")
+	wf.image = fs.String("image", "", "default image of the queues (default \"default\")")
+	wf.config = fs.String("config", "", "worker config file (JSON; see docs/worker.md); flags override it")
+	fs.Var(&wf.warm, "warm", "keep N warm sandboxes of another image, IMAGE=N (repeatable)")
+	wf.grace = fs.Duration("grace", 30*time.Second, "on SIGTERM, how long running jobs may finish before they are handed back")
+	wf.logJSON = fs.Bool("log-json", false, "log JSON lines instead of text")
+	wf.verbose = fs.Bool("v", false, "log each sandbox and more")
+	return wf
+}
+
+// fileConfig is the worker's JSON config file.
+type fileConfig struct {
+	Queues []struct {
+		Name          string      `json:"name"`
+		Image         string      `json:"image"`
+		Defaults      jobs.Limits `json:"defaults"`
+		Max           jobs.Limits `json:"max"`
+		Seccomp       string      `json:"seccomp"`
+		ReplyPrefixes []string    `json:"reply_prefixes"`
+	} `json:"queues"`
+	Slots int            `json:"slots"`
+	Warm  map[string]int `json:"warm"`
+}
+
+// config builds the worker config from the file and the flags.
+func (wf *workerFlags) workerConfig(log *zap.Logger) (worker.Config, error) {
+	var cfg worker.Config
+	if *wf.config != "" {
+		b, err := os.ReadFile(*wf.config)
+		if err != nil {
+			return cfg, err
+		}
+		var fc fileConfig
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&fc); err != nil {
+			return cfg, fmt.Errorf("%s: %w", *wf.config, err)
+		}
+		for _, q := range fc.Queues {
+			cfg.Queues = append(cfg.Queues, worker.QueueConfig{
+				Name: q.Name, Image: q.Image, Defaults: q.Defaults, Max: q.Max,
+				Seccomp: jobs.Seccomp(q.Seccomp), ReplyPrefixes: q.ReplyPrefixes,
+			})
+		}
+		cfg.Slots = fc.Slots
+		cfg.Warm = fc.Warm
+	}
+	if len(wf.queues) > 0 {
+		byName := map[string]worker.QueueConfig{}
+		for _, q := range cfg.Queues {
+			byName[q.Name] = q
+		}
+		cfg.Queues = nil
+		for _, name := range wf.queues {
+			q, ok := byName[name]
+			if !ok {
+				q = worker.QueueConfig{Name: name}
+			}
+			cfg.Queues = append(cfg.Queues, q)
+		}
+	}
+	if len(cfg.Queues) == 0 {
+		cfg.Queues = []worker.QueueConfig{{Name: jobs.DefaultQueue}}
+	}
+	if *wf.image != "" {
+		for i := range cfg.Queues {
+			cfg.Queues[i].Image = *wf.image
+		}
+	}
+	if *wf.slots > 0 {
+		cfg.Slots = *wf.slots
+	}
+	for _, kv := range wf.warm {
+		img, n, ok := strings.Cut(kv, "=")
+		count, err := strconv.Atoi(n)
+		if !ok || err != nil || count < 0 || img == "" {
+			return cfg, fmt.Errorf("--warm %q: want IMAGE=N", kv)
+		}
+		if cfg.Warm == nil {
+			cfg.Warm = map[string]int{}
+		}
+		cfg.Warm[img] = count
+	}
+	cfg.Grace = *wf.grace
+	cfg.Version = version
+	cfg.Log = log
+	return cfg, nil
+}
+
+func (wf *workerFlags) logger() (*zap.Logger, error) {
+	zc := zap.NewProductionConfig()
+	zc.Encoding = "console"
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	if *wf.logJSON {
+		zc.Encoding = "json"
+	}
+	zc.DisableStacktrace = true
+	if *wf.verbose {
+		zc.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
+	}
+	return zc.Build()
+}
+
+// startWorker opens the image store and starts a worker on nc. The caller
+// stops it and then calls cleanup.
+func (wf *workerFlags) startWorker(ctx context.Context, nc *nats.Conn, log *zap.Logger) (w *worker.Worker, cleanup func(), err error) {
+	cfg, err := wf.workerConfig(log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := rootfs.CleanStale(*wf.data); err != nil {
+		log.Warn("cleaning up after an earlier run", zap.Error(err))
+	}
+	store, err := rootfs.OpenStore(*wf.data)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, q := range cfg.Queues {
+		img := q.Image
+		if img == "" {
+			img = "default"
+		}
+		if _, err := store.Get(img); err != nil {
+			return nil, nil, fmt.Errorf("queue %s: %w (build it with 'corral image default' or 'corral image build %s --from DIR')", q.Name, err, img)
+		}
+	}
+	mounter, err := rootfs.NewMounter(rootfs.RunDir(*wf.data))
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Pool.Store, cfg.Pool.Mounter = store, mounter
+	w, err = worker.New(nc, cfg)
+	if err != nil {
+		mounter.Close()
+		return nil, nil, err
+	}
+	if err := w.Start(ctx); err != nil {
+		w.Stop()
+		mounter.Close()
+		return nil, nil, err
+	}
+	return w, func() { mounter.Close() }, nil
+}
+
+func cmdWorker(ctx context.Context, args []string) error {
+	fs := newFlagSet("worker", "corral worker --nats URL [--creds FILE] [--data DIR] [--queue Q]... [--slots N] [--image NAME]",
+		`Pulls jobs from NATS JetStream (consumer corral-Q on stream CORRAL_JOBS) and
+runs each in a warm sandbox, publishing results to each job's reply subject.
+Creates the streams and consumers it needs if they are missing. SIGTERM stops
+taking jobs, lets running ones finish within --grace, hands back the rest,
+and exits 0.`)
+	url := fs.String("nats", nats.DefaultURL, "NATS server URL")
+	creds := fs.String("creds", "", "NATS credentials file")
+	wf := addWorkerFlags(fs)
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	log, err := wf.logger()
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	opts := []nats.Option{nats.Name("corral-worker"), nats.MaxReconnects(-1)}
+	if *creds != "" {
+		opts = append(opts, nats.UserCredentials(*creds))
+	}
+	nc, err := nats.Connect(*url, opts...)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", *url, err)
+	}
+	defer nc.Close()
+	w, cleanup, err := wf.startWorker(ctx, nc, log)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("stopping: no new jobs; finishing running ones")
+	w.Stop()
+	cleanup()
+	return nil
+}

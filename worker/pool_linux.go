@@ -1,0 +1,248 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/corralhq/corral/isolate"
+	"github.com/corralhq/corral/rootfs"
+)
+
+// PoolConfig configures the sandboxes of a worker.
+type PoolConfig struct {
+	// Store holds the images. Required.
+	Store *rootfs.Store
+	// Mounter mounts each image's layers once for all sandboxes. Required.
+	Mounter *rootfs.Mounter
+	// Max is the most sandboxes alive at once, busy or warm. Default: the
+	// worker's slots.
+	Max int
+	// DiskBytes is the writable layer of a warm sandbox. Default 256 MiB.
+	DiskBytes int64
+	// UIDBase is the first host uid of sandbox ranges; sandbox k uses
+	// UIDBase + k*65536. Default isolate.DefaultUIDBase.
+	UIDBase uint32
+	// CgroupParent is the parent cgroup of the sandboxes. Default "corral".
+	CgroupParent string
+	// CPUs is each sandbox's CPU bandwidth. Default 1.
+	CPUs float64
+	// Log receives pool events. Default: none.
+	Log *zap.Logger
+}
+
+// pooled is one sandbox of the pool.
+type pooled struct {
+	*isolate.Sandbox
+	image   string
+	digest  string
+	disk    int64
+	idx     int
+	release func()
+}
+
+// sandboxPool keeps warm sandboxes per image, at most cfg.Max in all.
+type sandboxPool struct {
+	cfg PoolConfig
+
+	mu     sync.Mutex
+	idle   map[string][]*pooled
+	total  int
+	free   []int // uid range indices not in use
+	closed bool
+	resets sync.WaitGroup
+}
+
+func newSandboxPool(cfg PoolConfig) (*sandboxPool, error) {
+	if cfg.Store == nil || cfg.Mounter == nil {
+		return nil, errors.New("worker: pool needs a store and a mounter")
+	}
+	if cfg.Max <= 0 {
+		return nil, errors.New("worker: pool size must be positive")
+	}
+	if cfg.UIDBase == 0 {
+		cfg.UIDBase = isolate.DefaultUIDBase
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	p := &sandboxPool{cfg: cfg, idle: make(map[string][]*pooled)}
+	// One range more than Max: a sandbox being replaced may still be
+	// closing while its successor starts.
+	for i := 2*cfg.Max - 1; i >= 0; i-- {
+		p.free = append(p.free, i)
+	}
+	return p, nil
+}
+
+// errImage marks errors that come from the job's image (unknown, invalid,
+// corrupt): the job is rejected rather than retried.
+type errImage struct{ err error }
+
+func (e errImage) Error() string { return e.err.Error() }
+func (e errImage) Unwrap() error { return e.err }
+
+// get returns a sandbox for image, warm when one is idle.
+func (p *sandboxPool) get(ctx context.Context, image string) (*pooled, error) {
+	img, err := p.cfg.Store.Get(image)
+	if err != nil {
+		return nil, errImage{err}
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, isolate.ErrClosed
+	}
+	if list := p.idle[image]; len(list) > 0 {
+		ps := list[len(list)-1]
+		p.idle[image] = list[:len(list)-1]
+		if ps.digest == img.Digest {
+			p.mu.Unlock()
+			return ps, nil
+		}
+		// The image was rebuilt: this sandbox runs the old one.
+		p.total--
+		p.mu.Unlock()
+		p.destroy(ps)
+		p.mu.Lock()
+	}
+	// Make room: evict an idle sandbox of another image.
+	var victim *pooled
+	if p.total >= p.cfg.Max {
+		for name, list := range p.idle {
+			if len(list) > 0 {
+				victim = list[0]
+				p.idle[name] = list[1:]
+				p.total--
+				break
+			}
+		}
+	}
+	if len(p.free) == 0 {
+		p.mu.Unlock()
+		if victim != nil {
+			p.destroy(victim)
+		}
+		return nil, errors.New("worker: no sandbox uid range free")
+	}
+	idx := p.free[len(p.free)-1]
+	p.free = p.free[:len(p.free)-1]
+	p.total++
+	p.mu.Unlock()
+	if victim != nil {
+		p.destroy(victim)
+	}
+	ps, err := p.create(ctx, img, idx)
+	if err != nil {
+		p.mu.Lock()
+		p.total--
+		p.free = append(p.free, idx)
+		p.mu.Unlock()
+		return nil, err
+	}
+	return ps, nil
+}
+
+func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int) (*pooled, error) {
+	lower, release, err := p.cfg.Mounter.Acquire(img)
+	if err != nil {
+		if errors.Is(err, rootfs.ErrCorruptImage) {
+			return nil, errImage{err}
+		}
+		return nil, err
+	}
+	sb, err := isolate.New(ctx, isolate.Config{
+		Lower:        lower,
+		RunDir:       p.cfg.Mounter.Dir(),
+		HostUID:      p.cfg.UIDBase + uint32(idx)*isolate.IDsPerSandbox,
+		DiskBytes:    p.cfg.DiskBytes,
+		CPUs:         p.cfg.CPUs,
+		CgroupParent: p.cfg.CgroupParent,
+	})
+	if err != nil {
+		release()
+		return nil, err
+	}
+	p.cfg.Log.Debug("sandbox created", zap.String("sandbox", sb.ID()), zap.String("image", img.Name))
+	return &pooled{Sandbox: sb, image: img.Name, digest: img.Digest, disk: p.cfg.DiskBytes, idx: idx, release: release}, nil
+}
+
+// put returns a sandbox after a job. A healthy one is reset in the
+// background and becomes warm again; a broken one is destroyed.
+func (p *sandboxPool) put(ps *pooled, healthy bool) {
+	if !healthy {
+		p.mu.Lock()
+		p.total--
+		p.mu.Unlock()
+		p.destroy(ps)
+		return
+	}
+	p.resets.Add(1)
+	go func() {
+		defer p.resets.Done()
+		if err := ps.Reset(context.Background(), p.cfg.DiskBytes); err != nil {
+			p.cfg.Log.Warn("sandbox reset failed", zap.String("sandbox", ps.ID()), zap.Error(err))
+			p.put(ps, false)
+			return
+		}
+		ps.disk = p.cfg.DiskBytes
+		p.mu.Lock()
+		if p.closed {
+			p.total--
+			p.mu.Unlock()
+			p.destroy(ps)
+			return
+		}
+		p.idle[ps.image] = append(p.idle[ps.image], ps)
+		p.mu.Unlock()
+	}()
+}
+
+func (p *sandboxPool) destroy(ps *pooled) {
+	if err := ps.Close(); err != nil {
+		p.cfg.Log.Warn("sandbox close", zap.String("sandbox", ps.ID()), zap.Error(err))
+	}
+	ps.release()
+	p.mu.Lock()
+	p.free = append(p.free, ps.idx)
+	p.mu.Unlock()
+}
+
+// warm makes n idle sandboxes for image ahead of jobs.
+func (p *sandboxPool) warm(ctx context.Context, image string, n int) error {
+	var made []*pooled
+	for i := 0; i < n; i++ {
+		ps, err := p.get(ctx, image)
+		if err != nil {
+			for _, m := range made {
+				p.put(m, true)
+			}
+			return fmt.Errorf("warm %s: %w", image, err)
+		}
+		made = append(made, ps)
+	}
+	p.mu.Lock()
+	p.idle[image] = append(p.idle[image], made...)
+	p.mu.Unlock()
+	return nil
+}
+
+// close destroys every sandbox; busy ones are destroyed when put back.
+func (p *sandboxPool) close() {
+	p.resets.Wait()
+	p.mu.Lock()
+	p.closed = true
+	var all []*pooled
+	for _, list := range p.idle {
+		all = append(all, list...)
+	}
+	p.idle = map[string][]*pooled{}
+	p.total -= len(all)
+	p.mu.Unlock()
+	for _, ps := range all {
+		p.destroy(ps)
+	}
+}

@@ -1,0 +1,591 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/corralhq/corral/jobs"
+	"github.com/corralhq/corral/rootfs"
+)
+
+// Config configures a worker.
+type Config struct {
+	// Queues the worker serves. Default: the queue "default" with
+	// protocol defaults.
+	Queues []QueueConfig
+	// Slots is how many jobs run at once. Default: one per CPU.
+	Slots int
+	// Warm are warm sandboxes kept for images other than the queues'
+	// default images, image name → count.
+	Warm map[string]int
+	// Pool configures the sandboxes; Max defaults to Slots.
+	Pool PoolConfig
+	// Streams and Consumer configure JetStream (PROTOCOL.md defaults).
+	Streams  StreamConfig
+	Consumer ConsumerConfig
+	// Grace is how long a stopping worker lets running jobs finish before
+	// it hands them back. Default 30 s.
+	Grace time.Duration
+	// Host and Version are reported in results. Default: the hostname and
+	// "dev".
+	Host, Version string
+	// Log is the worker's logger. Default: none.
+	Log *zap.Logger
+}
+
+// WithDefaults returns the config with unset fields defaulted.
+func (c Config) WithDefaults() Config {
+	if len(c.Queues) == 0 {
+		c.Queues = []QueueConfig{{}}
+	}
+	for i := range c.Queues {
+		c.Queues[i] = c.Queues[i].WithDefaults()
+	}
+	if c.Slots <= 0 {
+		c.Slots = runtime.NumCPU()
+	}
+	if c.Pool.Max <= 0 {
+		c.Pool.Max = c.Slots
+		for _, n := range c.Warm {
+			c.Pool.Max += n
+		}
+	}
+	c.Streams = c.Streams.WithDefaults()
+	c.Consumer = c.Consumer.WithDefaults()
+	if c.Grace <= 0 {
+		c.Grace = 30 * time.Second
+	}
+	if c.Host == "" {
+		c.Host, _ = os.Hostname()
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	if c.Pool.Log == nil {
+		c.Pool.Log = c.Log
+	}
+	return c
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	seen := map[string]bool{}
+	for _, q := range c.Queues {
+		if err := q.Validate(); err != nil {
+			return err
+		}
+		if seen[q.Name] {
+			return fmt.Errorf("queue %s configured twice", q.Name)
+		}
+		seen[q.Name] = true
+	}
+	if err := c.Streams.Validate(); err != nil {
+		return err
+	}
+	return c.Consumer.Validate()
+}
+
+// Worker pulls jobs from JetStream and runs them in warm sandboxes.
+type Worker struct {
+	cfg  Config
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	pool *sandboxPool
+	objs ObjectStore
+	log  *zap.Logger
+
+	slots   chan struct{} // one token per free slot
+	cancels *cancelRegistry
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed: fetch no more
+	hardStop context.CancelCauseFunc
+	hardCtx  context.Context
+	running  sync.WaitGroup
+	loops    sync.WaitGroup
+	subs     []*nats.Subscription
+}
+
+// errShutdown is the cause of a job context cancelled by a stopping worker.
+var errShutdown = errors.New("worker shutting down")
+
+// New makes a worker on a NATS connection. Start runs it.
+func New(nc *nats.Conn, cfg Config) (*Worker, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := newSandboxPool(cfg.Pool)
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{
+		cfg: cfg, nc: nc, js: js, pool: pool, log: cfg.Log,
+		slots:    make(chan struct{}, cfg.Slots),
+		cancels:  newCancelRegistry(jobs.CancelMemory),
+		stopping: make(chan struct{}),
+	}
+	for i := 0; i < cfg.Slots; i++ {
+		w.slots <- struct{}{}
+	}
+	w.hardCtx, w.hardStop = context.WithCancelCause(context.Background())
+	return w, nil
+}
+
+// Start provisions streams and consumers, warms sandboxes and starts
+// pulling jobs. It returns once the worker is pulling.
+func (w *Worker) Start(ctx context.Context) error {
+	mism, err := EnsureStreams(ctx, w.js, w.cfg.Streams)
+	if err != nil {
+		return fmt.Errorf("streams: %w", err)
+	}
+	for _, m := range mism {
+		w.log.Warn("existing stream differs; used as it is", zap.String("mismatch", m.String()))
+	}
+	if store, err := EnsureObjectStore(ctx, w.js); err != nil {
+		w.log.Warn("no object store: object files and large collected files are unavailable", zap.Error(err))
+	} else {
+		w.objs = jsObjects{js: w.js, results: store}
+	}
+	consumers := make([]jetstream.Consumer, len(w.cfg.Queues))
+	for i, q := range w.cfg.Queues {
+		c, mism, err := EnsureConsumer(ctx, w.js, q.Name, w.cfg.Consumer)
+		if err != nil {
+			return fmt.Errorf("queue %s: %w", q.Name, err)
+		}
+		for _, m := range mism {
+			w.log.Warn("existing consumer differs; used as it is", zap.String("mismatch", m.String()))
+		}
+		consumers[i] = c
+	}
+	// Warm sandboxes before the first fetch: the queue's default images
+	// fill the slots, then the extra warm images.
+	warm := map[string]int{}
+	for i := 0; i < w.cfg.Slots; i++ {
+		warm[w.cfg.Queues[i%len(w.cfg.Queues)].Image]++
+	}
+	for img, n := range w.cfg.Warm {
+		warm[img] += n
+	}
+	for img, n := range warm {
+		start := time.Now()
+		if err := w.pool.warm(ctx, img, n); err != nil {
+			return err
+		}
+		w.log.Info("warm sandboxes ready", zap.String("image", img), zap.Int("count", n), zap.Duration("took", time.Since(start)))
+	}
+	sub, err := w.nc.Subscribe(jobs.SubjectCancel+"*", func(m *nats.Msg) {
+		w.cancels.cancel(m.Subject[len(jobs.SubjectCancel):])
+	})
+	if err != nil {
+		return err
+	}
+	w.subs = append(w.subs, sub)
+	for i, q := range w.cfg.Queues {
+		sub, err := w.nc.QueueSubscribe(maxDeliveriesAdvisory(q.Name), "corral-dead-"+q.Name, w.onMaxDeliveries(q))
+		if err != nil {
+			return err
+		}
+		w.subs = append(w.subs, sub)
+		w.loops.Add(1)
+		go w.fetchLoop(q, consumers[i])
+	}
+	w.log.Info("worker started", zap.Int("slots", w.cfg.Slots), zap.Int("queues", len(w.cfg.Queues)))
+	return nil
+}
+
+// Stop takes no new jobs, lets running ones finish within the grace period,
+// hands back (Nak) those still running then, and closes the sandboxes. It
+// blocks until done and is idempotent.
+func (w *Worker) Stop() {
+	w.stopOnce.Do(func() {
+		close(w.stopping)
+		w.loops.Wait()
+		done := make(chan struct{})
+		go func() { w.running.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(w.cfg.Grace):
+			w.log.Warn("grace period over: handing running jobs back")
+			w.hardStop(errShutdown)
+			<-done
+		}
+		for _, s := range w.subs {
+			_ = s.Unsubscribe()
+		}
+		_ = w.nc.Flush()
+		w.pool.close()
+		w.log.Info("worker stopped")
+	})
+}
+
+// fetchLoop pulls jobs of one queue, never more than there are free slots.
+func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
+	defer w.loops.Done()
+	for {
+		// Wait for one free slot, then take every other free one.
+		select {
+		case <-w.stopping:
+			return
+		case <-w.slots:
+		}
+		n := 1
+	more:
+		for n < cap(w.slots) {
+			select {
+			case <-w.slots:
+				n++
+			default:
+				break more
+			}
+		}
+		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			w.release(n)
+			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				w.log.Warn("fetch", zap.String("queue", q.Name), zap.Error(err))
+			}
+			select {
+			case <-w.stopping:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			n--
+			w.running.Add(1)
+			go func() {
+				defer w.running.Done()
+				defer w.release(1)
+				w.handle(q, msg)
+			}()
+		}
+		w.release(n)
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			w.log.Debug("fetch ended", zap.String("queue", q.Name), zap.Error(err))
+		}
+	}
+}
+
+func (w *Worker) release(n int) {
+	for i := 0; i < n; i++ {
+		w.slots <- struct{}{}
+	}
+}
+
+// handle runs one job message to its acknowledged result.
+func (w *Worker) handle(q QueueConfig, msg jetstream.Msg) {
+	received := time.Now()
+	meta, err := msg.Metadata()
+	if err != nil {
+		w.log.Error("job message without metadata", zap.Error(err))
+		_ = msg.Term()
+		return
+	}
+	res := &jobs.Result{
+		Queue:   q.Name,
+		Attempt: int(meta.NumDelivered),
+		Worker:  jobs.WorkerInfo{Host: w.cfg.Host, Version: w.cfg.Version},
+		Steps:   []jobs.StepResult{},
+	}
+	res.Timing.EnqueuedAt = meta.Timestamp
+	res.Timing.QueueMs = ms(received.Sub(meta.Timestamp))
+	job, reply, rerr := w.admit(q, msg, res)
+	log := w.log.With(zap.String("job", res.ID), zap.String("queue", q.Name), zap.Int("attempt", res.Attempt))
+	if rerr != nil {
+		res.Status = jobs.StatusRejected
+		res.Error = rerr.Error()
+		log.Info("job rejected", zap.String("reason", res.Error))
+		w.finish(log, msg, res, reply, false)
+		return
+	}
+	res.Labels = job.Labels
+	if job.Expired(received) {
+		res.Status = jobs.StatusExpired
+		res.Error = "expires_at " + job.ExpiresAt.Format(time.RFC3339) + " passed before the job started"
+		w.finish(log, msg, res, reply, false)
+		return
+	}
+	ctx, cancel := context.WithCancelCause(w.hardCtx)
+	defer cancel(nil)
+	if !w.cancels.register(res.ID, cancel) {
+		res.Status = jobs.StatusCancelled
+		res.Error = "cancelled before it started"
+		w.finish(log, msg, res, reply, false)
+		return
+	}
+	defer w.cancels.unregister(res.ID)
+
+	hbStop := w.heartbeat(msg)
+	outcome, healthy, runErr := w.run(ctx, q, job, res, log)
+	hbStop()
+	res.Timing.FinishedAt = time.Now()
+
+	if context.Cause(ctx) == errShutdown {
+		// Stopped mid-job: hand it back for another worker, no result.
+		log.Info("job handed back on shutdown")
+		_ = msg.Nak()
+		return
+	}
+	var re *jobs.RejectError
+	switch {
+	case errors.As(runErr, &re):
+		res.Status = jobs.StatusRejected
+		res.Error = re.Error()
+		res.Steps = []jobs.StepResult{}
+	case runErr != nil:
+		res.Status = jobs.StatusInternalError
+		res.Error = runErr.Error()
+		if res.Attempt < w.cfg.Consumer.MaxDeliver && healthy == false && !isImageError(runErr) {
+			// The sandbox broke: let another attempt (maybe another
+			// worker) try it.
+			log.Warn("job failed inside the worker; redelivering", zap.Error(runErr))
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		w.dead(log, q, msg, res)
+	default:
+		res.Steps = outcome.Steps
+		res.Files = outcome.Files
+		res.Status = jobs.FinalStatus(res.Steps)
+		if context.Cause(ctx) == errCancelled {
+			res.Status = jobs.StatusCancelled
+		}
+		if len(outcome.Notes) > 0 {
+			res.Error = joinNotes(outcome.Notes)
+		}
+	}
+	w.finish(log, msg, res, reply, true)
+}
+
+var errCancelled = errors.New("cancelled through " + jobs.SubjectCancel + "ID")
+
+func isImageError(err error) bool {
+	var ie errImage
+	return errors.As(err, &ie)
+}
+
+// admit decodes and validates a job message, filling the result's id. It
+// returns the job, the subject for the result, and a rejection.
+func (w *Worker) admit(q QueueConfig, msg jetstream.Msg, res *jobs.Result) (*jobs.Job, string, error) {
+	data := msg.Data()
+	hdrID := msg.Headers().Get(jobs.HeaderMsgID)
+	job, err := jobs.Decode(data)
+	if err != nil {
+		env := jobs.Peek(data)
+		res.ID = pickID(env.ID, hdrID)
+		res.Labels = env.Labels
+		reply := jobs.ResultSubject(res.ID)
+		if env.ReplyTo != "" && jobs.ReplySubjectAllowed(env.ReplyTo, q.ReplyPrefixes) == nil {
+			reply = env.ReplyTo
+		}
+		if env.ID != "" && !jobs.ValidID(env.ID) {
+			return nil, reply, fmt.Errorf("id: %q is not a valid id ([A-Za-z0-9_-]{1,64}): %w", env.ID, err)
+		}
+		return nil, reply, err
+	}
+	if job.ID == "" {
+		job.ID = pickID("", hdrID)
+	}
+	res.ID = job.ID
+	if !jobs.ValidID(job.ID) {
+		res.ID = pickID("", "")
+		return nil, jobs.ResultSubject(res.ID), fmt.Errorf("id: %q is not a valid id ([A-Za-z0-9_-]{1,64})", job.ID)
+	}
+	reply := job.ReplySubject()
+	if err := jobs.ReplySubjectAllowed(reply, q.ReplyPrefixes); err != nil {
+		return nil, jobs.ResultSubject(job.ID), err
+	}
+	if job.Image == "" {
+		job.Image = q.Image
+	}
+	if err := job.Validate(q.Max); err != nil {
+		return nil, reply, err
+	}
+	if job.Network.OrDefault() == jobs.NetworkEgress {
+		return nil, reply, &jobs.RejectError{Field: "network", Reason: "this worker has no egress: only \"none\" is available"}
+	}
+	if err := rootfs.ValidateName(job.Image); err != nil {
+		return nil, reply, &jobs.RejectError{Field: "image", Reason: err.Error()}
+	}
+	return job, reply, nil
+}
+
+// pickID returns the body's id, else the Nats-Msg-Id header when valid,
+// else a generated one.
+func pickID(body, hdr string) string {
+	if jobs.ValidID(body) {
+		return body
+	}
+	if body == "" && jobs.ValidID(hdr) {
+		return hdr
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "gen-" + hex.EncodeToString(b[:])
+}
+
+// run runs the job in a sandbox. healthy reports whether the sandbox can be
+// used again. A panic becomes an internal error and destroys the sandbox.
+func (w *Worker) run(ctx context.Context, q QueueConfig, job *jobs.Job, res *jobs.Result, log *zap.Logger) (out *outcome, healthy bool, err error) {
+	setupStart := time.Now()
+	res.Timing.StartedAt = setupStart
+	ps, err := w.pool.get(ctx, job.Image)
+	if err != nil {
+		if isImageError(err) {
+			return nil, true, &jobs.RejectError{Field: "image", Reason: err.Error()}
+		}
+		return nil, false, fmt.Errorf("no sandbox: %w", err)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("panic while running a job", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			out, healthy, err = nil, false, fmt.Errorf("internal error: %v", r)
+		}
+		w.pool.put(ps, healthy)
+	}()
+	if disk := jobs.DiskBytes(job.Steps); disk > 0 && disk != ps.disk {
+		if err := ps.Reset(ctx, disk); err != nil {
+			return nil, false, err
+		}
+		ps.disk = disk
+	}
+	res.Timing.SetupMs = ms(time.Since(setupStart))
+	var live func(step, stream string, p []byte)
+	if job.StreamOutput {
+		live = w.liveOutput(job.ID)
+	}
+	out, err = runJob(ctx, ps, job, q, w.objs, live)
+	var re *jobs.RejectError
+	return out, err == nil || errors.As(err, &re), err
+}
+
+// liveOutput publishes output chunks on corral.output.ID (core NATS).
+func (w *Worker) liveOutput(id string) func(step, stream string, p []byte) {
+	var mu sync.Mutex
+	seq := 0
+	subject := jobs.OutputSubject(id)
+	return func(step, stream string, p []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		seq++
+		m := nats.NewMsg(subject)
+		m.Header.Set(jobs.HeaderStream, stream)
+		m.Header.Set(jobs.HeaderStep, step)
+		m.Header.Set(jobs.HeaderSeq, strconv.Itoa(seq))
+		m.Data = append([]byte(nil), p...)
+		_ = w.nc.PublishMsg(m)
+	}
+}
+
+// heartbeat keeps the job message alive while it runs, whatever its wall
+// limit.
+func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	every := w.cfg.Consumer.AckWait / 3
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// finish publishes the result, waits for the server to have it, then
+// settles the message: Ack (ran) or Term (rejected and the like: never
+// retried).
+func (w *Worker) finish(log *zap.Logger, msg jetstream.Msg, res *jobs.Result, reply string, ran bool) {
+	if res.Timing.FinishedAt.IsZero() {
+		res.Timing.FinishedAt = time.Now()
+	}
+	if err := w.publish(res, reply); err != nil {
+		log.Warn("publishing the result failed; redelivering the job", zap.Error(err))
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	var err error
+	if ran {
+		err = msg.DoubleAck(context.Background())
+	} else {
+		err = msg.Term()
+	}
+	if err != nil {
+		log.Warn("ack", zap.Error(err))
+	}
+	log.Info("job done", zap.String("status", string(res.Status)), zap.Float64("queue_ms", res.Timing.QueueMs))
+}
+
+// publish sends a result to its subject: through JetStream when a stream
+// captures it (waiting for the PubAck), through core NATS otherwise
+// (flushed). Both carry Nats-Msg-Id result-ID.
+func (w *Worker) publish(res *jobs.Result, subject string) error {
+	data, err := fitResult(res, int(w.nc.MaxPayload())-1024)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(subject)
+	m.Header.Set(jobs.HeaderMsgID, jobs.ResultMsgID(res.ID))
+	m.Data = data
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = w.js.PublishMsg(ctx, m)
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+		// No stream captures the subject: core NATS.
+		if err := w.nc.PublishMsg(m); err != nil {
+			return err
+		}
+		return w.nc.FlushTimeout(10 * time.Second)
+	}
+	return err
+}
+
+// dead keeps a copy of a job that could not be run in CORRAL_DEAD.
+func (w *Worker) dead(log *zap.Logger, q QueueConfig, msg jetstream.Msg, res *jobs.Result) {
+	m := nats.NewMsg(jobs.DeadSubject(q.Name))
+	m.Data = msg.Data()
+	m.Header.Set(jobs.HeaderError, res.Error)
+	m.Header.Set(jobs.HeaderAttempts, strconv.Itoa(res.Attempt))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := w.js.PublishMsg(ctx, m); err != nil {
+		log.Error("keeping the dead job failed", zap.Error(err))
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func joinNotes(notes []string) string {
+	out := ""
+	for _, n := range notes {
+		out = appendNote(out, n)
+	}
+	return out
+}

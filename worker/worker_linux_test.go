@@ -1,0 +1,263 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/corralhq/corral/jobs"
+	"github.com/corralhq/corral/natstest"
+	"github.com/corralhq/corral/rootfs/rootfstest"
+)
+
+// e2e is a worker on a real NATS server and a real image.
+type e2e struct {
+	t  *testing.T
+	nc *nats.Conn
+	js jetstream.JetStream
+	w  *Worker
+}
+
+func startE2E(t *testing.T, mod func(*Config)) *e2e {
+	t.Helper()
+	store, _ := rootfstest.BusyboxImage(t)
+	m := rootfstest.Mounter(t)
+	url, _ := natstest.Server(t)
+	nc, js := natstest.Connect(t, url)
+	cfg := Config{
+		Slots:  2,
+		Queues: []QueueConfig{{Name: "default", Image: "busybox"}, {Name: "judge", Image: "busybox", Seccomp: jobs.SeccompStrict, ReplyPrefixes: []string{"corral.results", "judge.out"}}},
+		Pool:   PoolConfig{Store: store, Mounter: m, CgroupParent: "corral-worker-test"},
+		Grace:  5 * time.Second,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	w, err := New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return &e2e{t: t, nc: nc, js: js, w: w}
+}
+
+// submit publishes a job body to queue with a Nats-Msg-Id.
+func (e *e2e) submit(queue, msgID, body string) {
+	e.t.Helper()
+	m := nats.NewMsg(jobs.JobSubject(queue))
+	if msgID != "" {
+		m.Header.Set(jobs.HeaderMsgID, msgID)
+	}
+	m.Data = []byte(body)
+	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// results subscribes to a subject pattern (before submitting).
+func (e *e2e) results(subject string) <-chan *jobs.Result {
+	e.t.Helper()
+	ch := make(chan *jobs.Result, 2000)
+	sub, err := e.nc.Subscribe(subject, func(m *nats.Msg) {
+		var r jobs.Result
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			e.t.Errorf("bad result %q: %v", m.Data, err)
+			return
+		}
+		if m.Header.Get(jobs.HeaderMsgID) != jobs.ResultMsgID(r.ID) {
+			e.t.Errorf("result %s without Nats-Msg-Id result-ID: %v", r.ID, m.Header)
+		}
+		ch <- &r
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { sub.Unsubscribe() })
+	e.nc.Flush()
+	return ch
+}
+
+func wait(t *testing.T, ch <-chan *jobs.Result) *jobs.Result {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(30 * time.Second):
+		t.Fatal("no result within 30 s")
+		return nil
+	}
+}
+
+func TestWorkerRunsJob(t *testing.T) {
+	e := startE2E(t, nil)
+	ch := e.results("corral.results.j-ok")
+	e.submit("default", "j-ok", `{"id": "j-ok", "files": [{"path": "a.txt", "content": "hi"}],
+	  "cmd": ["sh", "-c", "cat a.txt; echo; cat a.txt > out.txt"], "collect": ["out.txt"], "labels": {"tenant": "t1"}}`)
+	r := wait(t, ch)
+	if r.Status != jobs.StatusOK || r.ID != "j-ok" || r.Queue != "default" || r.Attempt != 1 {
+		t.Fatalf("%+v", r)
+	}
+	if r.Steps[0].Stdout != "hi\n" || r.Steps[0].Name != "step-1" || len(r.Files) != 1 || r.Files[0].Content != "hi" {
+		t.Fatalf("%+v", r)
+	}
+	if r.Labels["tenant"] != "t1" || r.Worker.Host == "" || r.Timing.StartedAt.IsZero() || r.Timing.EnqueuedAt.IsZero() {
+		t.Fatalf("%+v", r)
+	}
+	// The stored copy in CORRAL_RESULTS.
+	stream, err := e.js.Stream(context.Background(), jobs.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.GetLastMsgForSubject(context.Background(), "corral.results.j-ok"); err != nil {
+		t.Fatalf("result not stored: %v", err)
+	}
+}
+
+func TestWorkerRejects(t *testing.T) {
+	e := startE2E(t, nil)
+	all := e.results("corral.results.>")
+	custom := e.results("judge.out.>")
+	for _, tc := range []struct {
+		name, queue, body, field string
+		sub                      <-chan *jobs.Result
+	}{
+		{"malformed", "default", `{"id": "bad-json", "cmd": [`, "", all},
+		{"unknown field", "default", `{"id": "unknown", "cmd": ["true"], "colour": "red"}`, "colour", all},
+		{"no steps", "default", `{"id": "nosteps"}`, "steps", all},
+		{"limit above max", "default", `{"id": "big", "cmd": ["true"], "limits": {"memory_bytes": 99999999999}}`, "memory_bytes", all},
+		{"dotdot", "default", `{"id": "dots", "files": [{"path": "../x", "content": "x"}], "cmd": ["true"]}`, "files[0].path", all},
+		{"abs collect", "default", `{"id": "abscol", "cmd": ["true"], "collect": ["/etc/passwd"]}`, "collect", all},
+		{"egress", "default", `{"id": "egress", "cmd": ["true"], "network": "egress"}`, "network", all},
+		{"unknown image", "default", `{"id": "noimg", "image": "nope", "cmd": ["true"]}`, "image", all},
+		{"bad image name", "default", `{"id": "badimg", "image": "../etc", "cmd": ["true"]}`, "image", all},
+		{"reply_to forbidden", "default", `{"id": "rj", "cmd": ["true"], "reply_to": "corral.jobs.default"}`, "reply_to", all},
+		{"reply_to not allowed by queue", "judge", `{"id": "rq", "cmd": ["true"], "reply_to": "elsewhere.x"}`, "reply_to", all},
+		{"seccomp off", "default", `{"id": "secoff", "cmd": ["true"], "seccomp": "off"}`, "seccomp", all},
+		{"custom reply", "judge", `{"id": "rc", "cmd": ["true"], "reply_to": "judge.out.rc", "limits": {"pids": 5000}}`, "pids", custom},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.submit(tc.queue, "", tc.body)
+			r := wait(t, tc.sub)
+			if r.Status != jobs.StatusRejected || !strings.Contains(r.Error, tc.field) || len(r.Steps) != 0 {
+				t.Fatalf("want rejected naming %q: %+v", tc.field, r)
+			}
+		})
+	}
+	// An invalid id: the result goes to a generated id, quoting the bad one.
+	e.submit("default", "", `{"id": "bad id!", "cmd": ["true"]}`)
+	r := wait(t, all)
+	if r.Status != jobs.StatusRejected || !strings.Contains(r.Error, "bad id!") || !strings.HasPrefix(r.ID, "gen-") {
+		t.Fatalf("%+v", r)
+	}
+	// The queue kept moving: a good job still runs.
+	e.submit("default", "", `{"id": "after", "cmd": ["true"]}`)
+	if r := wait(t, all); r.ID != "after" || r.Status != jobs.StatusOK {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestWorkerExpiredCancelledAndDedupe(t *testing.T) {
+	e := startE2E(t, nil)
+	all := e.results("corral.results.>")
+	e.submit("default", "", `{"id": "old", "cmd": ["true"], "expires_at": "2001-01-01T00:00:00Z"}`)
+	if r := wait(t, all); r.ID != "old" || r.Status != jobs.StatusExpired {
+		t.Fatalf("%+v", r)
+	}
+	// Cancel before start.
+	e.nc.Publish(jobs.CancelSubject("early"), nil)
+	e.nc.Flush()
+	e.submit("default", "", `{"id": "early", "cmd": ["true"]}`)
+	if r := wait(t, all); r.ID != "early" || r.Status != jobs.StatusCancelled {
+		t.Fatalf("%+v", r)
+	}
+	// Cancel while running: the step ends cancelled, later ones skipped.
+	out := make(chan *nats.Msg, 16)
+	sub, _ := e.nc.ChanSubscribe(jobs.OutputSubject("running"), out)
+	defer sub.Unsubscribe()
+	e.submit("default", "", `{"id": "running", "stream_output": true, "steps": [{"cmd": ["sh", "-c", "echo started; sleep 30"]}, {"cmd": ["true"]}]}`)
+	select {
+	case m := <-out:
+		if string(m.Data) != "started\n" || m.Header.Get(jobs.HeaderStream) != "stdout" || m.Header.Get(jobs.HeaderStep) != "step-1" || m.Header.Get(jobs.HeaderSeq) != "1" {
+			t.Fatalf("live output %q %v", m.Data, m.Header)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no live output")
+	}
+	e.nc.Publish(jobs.CancelSubject("running"), nil)
+	r := wait(t, all)
+	if r.ID != "running" || r.Status != jobs.StatusCancelled || r.Steps[0].Status != jobs.StatusCancelled || r.Steps[1].Status != jobs.StatusSkipped {
+		t.Fatalf("%+v", r)
+	}
+	// Dedupe: the same Nats-Msg-Id twice runs once.
+	e.submit("default", "dup-1", `{"cmd": ["true"]}`)
+	e.submit("default", "dup-1", `{"cmd": ["true"]}`)
+	if r := wait(t, all); r.ID != "dup-1" || r.Status != jobs.StatusOK {
+		t.Fatalf("%+v", r)
+	}
+	select {
+	case r := <-all:
+		t.Fatalf("a second result: %+v", r)
+	case <-time.After(1500 * time.Millisecond):
+	}
+}
+
+func TestWorkerQueueDefaultsAndBigOutput(t *testing.T) {
+	e := startE2E(t, func(c *Config) {
+		c.Queues[1].Defaults = jobs.Limits{WallTimeMs: 300}
+	})
+	all := e.results("corral.results.>")
+	// The judge queue's default wall limit and strict profile apply.
+	e.submit("judge", "", `{"id": "slow", "cmd": ["sleep", "5"]}`)
+	if r := wait(t, all); r.Status != jobs.StatusWallTimeLimit {
+		t.Fatalf("%+v", r)
+	}
+	// A result never exceeds the max payload: 3 MiB of output on each
+	// stream, a 1 MiB server limit.
+	e.submit("default", "", `{"id": "huge", "cmd": ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' a; head -c 3000000 /dev/zero | tr '\\0' b >&2"], "limits": {"output_bytes": 4000000}}`)
+	r := wait(t, all)
+	if r.ID != "huge" || r.Status != jobs.StatusOK || !r.Steps[0].StdoutTruncated || !r.Steps[0].StderrTruncated {
+		t.Fatalf("status %s truncated %v/%v", r.Status, r.Steps[0].StdoutTruncated, r.Steps[0].StderrTruncated)
+	}
+	if !bytes.HasPrefix([]byte(r.Steps[0].Stdout), []byte("aaaa")) {
+		t.Fatalf("stdout lost its head")
+	}
+}
+
+func TestWorkerBurst(t *testing.T) {
+	if testing.Short() {
+		t.Skip("burst skipped in -short")
+	}
+	e := startE2E(t, nil)
+	all := e.results("corral.results.>")
+	const n = 200
+	for i := 0; i < n; i++ {
+		e.submit("default", "", fmt.Sprintf(`{"id": "b-%d", "cmd": ["true"]}`, i))
+	}
+	seen := map[string]int{}
+	var mu sync.Mutex
+	for i := 0; i < n; i++ {
+		r := wait(t, all)
+		mu.Lock()
+		seen[r.ID]++
+		mu.Unlock()
+		if r.Status != jobs.StatusOK {
+			t.Fatalf("%+v", r)
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct results for %d jobs", len(seen), n)
+	}
+}
