@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,6 +37,9 @@ import (
 // queue's subject: CORRAL_JOBS does not exist yet (no worker has started) or
 // the server has no JetStream.
 var ErrNoStream = errors.New("no stream captures the job subject")
+
+// lookupTimeout bounds one read of a stored result.
+const lookupTimeout = 5 * time.Second
 
 // Client submits jobs and waits for their results. It is safe for
 // concurrent use.
@@ -312,13 +316,30 @@ func (p *Pending) Wait(ctx context.Context) (*jobs.Result, error) {
 		p.finish(nil, fmt.Errorf("client: result of job %s: %w", p.ID, nats.ErrConnectionClosed))
 	}
 
+	// Lookups run beside the loop, so that a request lost in a reconnect
+	// does not hold up a result arriving on the subscription; they end
+	// when Wait returns.
+	lookupCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lookups := make(chan error)
+	lookup := func() {
+		go func() {
+			ctx, cancel := context.WithTimeout(lookupCtx, lookupTimeout)
+			defer cancel()
+			err := p.lookup(ctx)
+			select {
+			case lookups <- err:
+			case <-lookupCtx.Done():
+			}
+		}()
+	}
 	// The subscription was made before the job was published, so it sees
 	// the result of a new job; a duplicate may have run long before, and
 	// its result can only be in the stream.
-	var lookupErr error
 	if p.Ack != nil && p.Ack.Duplicate {
-		lookupErr = p.lookup(ctx)
+		lookup()
 	}
+	var lookupErr error
 	for {
 		select {
 		case <-p.done:
@@ -330,8 +351,8 @@ func (p *Pending) Wait(ctx context.Context) (*jobs.Result, error) {
 			}
 			// Reconnected: the result may have been published while the
 			// subscription was away.
-			lookupErr = p.lookup(ctx)
-			println("DEBUG lookup", fmt.Sprint(lookupErr))
+			lookup()
+		case lookupErr = <-lookups:
 		case <-ctx.Done():
 			err := fmt.Errorf("client: waiting for the result of job %s: %w", p.ID, ctx.Err())
 			if cause := context.Cause(ctx); cause != ctx.Err() {

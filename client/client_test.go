@@ -433,12 +433,19 @@ func TestWaitAfterReconnect(t *testing.T) {
 			t.Fatal(err)
 		}
 		select {
+		case <-reconnected:
+		case <-ctx.Done():
+			t.Fatal("no reconnect")
+		}
+		// Give the lookup a moment before cutting the connection again
+		// (pacing only: the test waits on the result, not on a time).
+		select {
 		case o := <-done:
 			if o.err != nil || o.res.ID != "gap" || o.res.Status != jobs.StatusOK {
 				t.Fatalf("Wait = %+v, %v", o.res, o.err)
 			}
 			return
-		case <-reconnected:
+		case <-time.After(200 * time.Millisecond):
 		case <-ctx.Done():
 			t.Fatal("no result after reconnects")
 		}

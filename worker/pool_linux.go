@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 
 	"go.uber.org/zap"
@@ -26,7 +27,8 @@ type PoolConfig struct {
 	// UIDBase is the first host uid of sandbox ranges; sandbox k uses
 	// UIDBase + k*65536. Default isolate.DefaultUIDBase.
 	UIDBase uint32
-	// CgroupParent is the parent cgroup of the sandboxes. Default "corral".
+	// CgroupParent is the parent cgroup of the sandboxes. Default
+	// "corral/w<pid>", so that a later run can remove what a crash left.
 	CgroupParent string
 	// CPUs is each sandbox's CPU bandwidth. Default 1.
 	CPUs float64
@@ -68,6 +70,9 @@ func newSandboxPool(cfg PoolConfig) (*sandboxPool, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = isolate.OwnerCgroupParent("", os.Getpid())
 	}
 	p := &sandboxPool{cfg: cfg, idle: make(map[string][]*pooled)}
 	// One range more than Max: a sandbox being replaced may still be

@@ -115,11 +115,15 @@ Examples:
 		return err
 	}
 	defer release()
+	if err := isolate.CleanStaleCgroups(""); err != nil {
+		fmt.Fprintf(os.Stderr, "corral: cleaning up the cgroups of an earlier run: %v\n", err)
+	}
 	cfg := isolate.Config{
-		Lower:     lower,
-		RunDir:    runDir,
-		HostUID:   uint32(isolate.DefaultUIDBase + *slot*isolate.IDsPerSandbox),
-		DiskBytes: lim.DiskBytes,
+		CgroupParent: isolate.OwnerCgroupParent("", os.Getpid()),
+		Lower:        lower,
+		RunDir:       runDir,
+		HostUID:      uint32(isolate.DefaultUIDBase + *slot*isolate.IDsPerSandbox),
+		DiskBytes:    lim.DiskBytes,
 	}
 	if *verbose {
 		cfg.Log = os.Stderr

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/corralhq/corral/isolate"
 	"github.com/corralhq/corral/jobs"
 	"github.com/corralhq/corral/rootfs"
 	"github.com/corralhq/corral/worker"
@@ -58,6 +59,18 @@ type fileConfig struct {
 	} `json:"queues"`
 	Slots int            `json:"slots"`
 	Warm  map[string]int `json:"warm"`
+	// Consumer settings of every queue's consumer (used when the worker
+	// creates it): ack_wait_ms, max_deliver, max_ack_pending.
+	Consumer struct {
+		AckWaitMs     int64 `json:"ack_wait_ms"`
+		MaxDeliver    int   `json:"max_deliver"`
+		MaxAckPending int   `json:"max_ack_pending"`
+	} `json:"consumer"`
+	// Streams: replicas, results_max_age_ms.
+	Streams struct {
+		Replicas        int   `json:"replicas"`
+		ResultsMaxAgeMs int64 `json:"results_max_age_ms"`
+	} `json:"streams"`
 }
 
 // config builds the worker config from the file and the flags.
@@ -82,6 +95,15 @@ func (wf *workerFlags) workerConfig(log *zap.Logger) (worker.Config, error) {
 		}
 		cfg.Slots = fc.Slots
 		cfg.Warm = fc.Warm
+		cfg.Consumer = worker.ConsumerConfig{
+			AckWait:       time.Duration(fc.Consumer.AckWaitMs) * time.Millisecond,
+			MaxDeliver:    fc.Consumer.MaxDeliver,
+			MaxAckPending: fc.Consumer.MaxAckPending,
+		}
+		cfg.Streams = worker.StreamConfig{
+			Replicas:      fc.Streams.Replicas,
+			ResultsMaxAge: time.Duration(fc.Streams.ResultsMaxAgeMs) * time.Millisecond,
+		}
 	}
 	if len(wf.queues) > 0 {
 		byName := map[string]worker.QueueConfig{}
@@ -147,7 +169,10 @@ func (wf *workerFlags) startWorker(ctx context.Context, nc *nats.Conn, log *zap.
 		return nil, nil, err
 	}
 	if err := rootfs.CleanStale(*wf.data); err != nil {
-		log.Warn("cleaning up after an earlier run", zap.Error(err))
+		log.Warn("cleaning up the mounts of an earlier run", zap.Error(err))
+	}
+	if err := isolate.CleanStaleCgroups(""); err != nil {
+		log.Warn("cleaning up the cgroups of an earlier run", zap.Error(err))
 	}
 	store, err := rootfs.OpenStore(*wf.data)
 	if err != nil {
