@@ -27,7 +27,7 @@ type maxDeliveries struct {
 }
 
 // onMaxDeliveries gives a job whose every delivery was lost its promised
-// result (internal_error), keeps a copy in CORRAL_DEAD and removes it from
+// result (internal_error) after keeping a copy in CORRAL_DEAD, and removes it from
 // the queue. Workers share the advisory in a queue group: one handles it.
 func (w *Worker) onMaxDeliveries(q QueueConfig) nats.MsgHandler {
 	return func(m *nats.Msg) {
@@ -62,16 +62,16 @@ func (w *Worker) onMaxDeliveries(q QueueConfig) nats.MsgHandler {
 		res.Timing.EnqueuedAt = raw.Time
 		res.Timing.FinishedAt = time.Now()
 		log := w.log.With(zap.String("job", id), zap.String("queue", q.Name))
-		if err := w.publish(res, reply); err != nil {
-			log.Warn("max deliveries: result", zap.Error(err))
-			return
-		}
 		dm := nats.NewMsg(jobs.DeadSubject(q.Name))
 		dm.Data = raw.Data
 		dm.Header.Set(jobs.HeaderError, res.Error)
 		dm.Header.Set(jobs.HeaderAttempts, strconv.Itoa(adv.Deliveries))
 		if _, err := w.js.PublishMsg(ctx, dm); err != nil {
 			log.Warn("max deliveries: dead copy", zap.Error(err))
+			return
+		}
+		if err := w.publish(res, reply); err != nil {
+			log.Warn("max deliveries: result", zap.Error(err))
 			return
 		}
 		if err := stream.DeleteMsg(ctx, adv.StreamSeq); err != nil {

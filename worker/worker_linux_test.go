@@ -261,3 +261,107 @@ func TestWorkerBurst(t *testing.T) {
 		t.Fatalf("%d distinct results for %d jobs", len(seen), n)
 	}
 }
+
+// A job every delivery of which was lost (workers died with it) still gets
+// its result: internal_error, and a copy in CORRAL_DEAD.
+func TestWorkerDeadAfterLastDelivery(t *testing.T) {
+	store, _ := rootfstest.BusyboxImage(t)
+	m := rootfstest.Mounter(t)
+	url, _ := natstest.Server(t)
+	nc, js := natstest.Connect(t, url)
+	ctx := context.Background()
+	cc := ConsumerConfig{AckWait: time.Second, MaxDeliver: 1}
+	if _, err := EnsureStreams(ctx, js, StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	cons, _, err := EnsureConsumer(ctx, js, "ghost", cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan *nats.Msg, 4)
+	sub, _ := nc.ChanSubscribe("corral.results.lost", results)
+	defer sub.Unsubscribe()
+	// Start the worker first so it hears the advisory, but keep it off
+	// the queue until the "dead worker" took the only delivery.
+	w, err := New(nc, Config{Slots: 1, Queues: []QueueConfig{{Name: "ghost", Image: "busybox"}},
+		Consumer: cc, Pool: PoolConfig{Store: store, Mounter: m, CgroupParent: "corral-worker-test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-w.slots // the worker's only slot: it fetches nothing
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	defer func() { w.slots <- struct{}{} }()
+	m2 := nats.NewMsg(jobs.JobSubject("ghost"))
+	m2.Data = []byte(`{"id": "lost", "cmd": ["true"]}`)
+	if _, err := js.PublishMsg(ctx, m2); err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() {
+		// taken, never acked: this "worker" died
+	}
+	select {
+	case msg := <-results:
+		var r jobs.Result
+		json.Unmarshal(msg.Data, &r)
+		if r.ID != "lost" || r.Status != jobs.StatusInternalError || r.Attempt != 1 || !strings.Contains(r.Error, "delivered 1 times") {
+			t.Fatalf("%+v", r)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no result for a job whose deliveries were all lost")
+	}
+	dead, err := js.Stream(ctx, jobs.StreamDead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dm, err := dead.GetLastMsgForSubject(ctx, jobs.DeadSubject("ghost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dm.Header.Get(jobs.HeaderAttempts) != "1" || dm.Header.Get(jobs.HeaderError) == "" || !bytes.Contains(dm.Data, []byte(`"lost"`)) {
+		t.Fatalf("dead copy: %v %s", dm.Header, dm.Data)
+	}
+}
+
+// Job files from the object store, and a large collected file into it.
+func TestWorkerObjects(t *testing.T) {
+	e := startE2E(t, nil)
+	ctx := context.Background()
+	bucket, err := e.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "inputs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bucket.PutBytes(ctx, "data.txt", []byte("from the bucket\n")); err != nil {
+		t.Fatal(err)
+	}
+	all := e.results("corral.results.>")
+	e.submit("default", "", `{"id": "objs", "files": [{"path": "in/data.txt", "object": "inputs/data.txt"}],
+	  "cmd": ["sh", "-c", "cat in/data.txt; head -c 300000 /dev/zero > big.bin"], "collect": ["big.bin"]}`)
+	r := wait(t, all)
+	if r.Status != jobs.StatusOK || r.Steps[0].Stdout != "from the bucket\n" || len(r.Files) != 1 {
+		t.Fatalf("%+v", r)
+	}
+	f := r.Files[0]
+	if f.Object != "corral-files/objs/big.bin" || f.Size != 300000 {
+		t.Fatalf("%+v", f)
+	}
+	store, err := e.js.ObjectStore(ctx, jobs.ObjectBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := store.GetBytes(ctx, "objs/big.bin")
+	if err != nil || len(b) != 300000 {
+		t.Fatalf("%v %d", err, len(b))
+	}
+	// A missing object: rejected, naming the field.
+	e.submit("default", "", `{"id": "noobj", "files": [{"path": "x", "object": "inputs/nope"}], "cmd": ["true"]}`)
+	if r := wait(t, all); r.Status != jobs.StatusRejected || !strings.Contains(r.Error, "files[0].object") {
+		t.Fatalf("%+v", r)
+	}
+}
