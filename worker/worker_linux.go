@@ -278,6 +278,7 @@ func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
 			go func() {
 				defer w.running.Done()
 				defer w.release(1)
+				defer w.recoverJob(q, msg)
 				w.handle(q, msg)
 			}()
 		}
@@ -357,7 +358,8 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg) {
 	case runErr != nil:
 		res.Status = jobs.StatusInternalError
 		res.Error = runErr.Error()
-		if res.Attempt < w.cfg.Consumer.MaxDeliver && healthy == false && !isImageError(runErr) {
+		var pe panicError
+		if res.Attempt < w.cfg.Consumer.MaxDeliver && !healthy && !isImageError(runErr) && !errors.As(runErr, &pe) {
 			// The sandbox broke: let another attempt (maybe another
 			// worker) try it.
 			log.Warn("job failed inside the worker; redelivering", zap.Error(runErr))
@@ -379,11 +381,37 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg) {
 	w.finish(log, msg, res, reply, true)
 }
 
+// panicError is a panic while running a job: reported at once, not retried.
+type panicError struct{ v any }
+
+func (p panicError) Error() string { return fmt.Sprintf("internal error: %v", p.v) }
+
 var errCancelled = errors.New("cancelled through " + jobs.SubjectCancel + "ID")
 
 func isImageError(err error) bool {
 	var ie errImage
 	return errors.As(err, &ie)
+}
+
+// recoverJob is the last net for a panic outside a job's run (which has its
+// own): the job gets an internal_error result and the worker goes on.
+func (w *Worker) recoverJob(q QueueConfig, msg jetstream.Msg) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	w.log.Error("panic while handling a job", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+	env := jobs.Peek(msg.Data())
+	res := &jobs.Result{
+		ID: pickID(env.ID, msg.Headers().Get(jobs.HeaderMsgID)), Queue: q.Name,
+		Status: jobs.StatusInternalError, Error: fmt.Sprintf("internal error: %v", r),
+		Steps: []jobs.StepResult{}, Worker: jobs.WorkerInfo{Host: w.cfg.Host, Version: w.cfg.Version},
+	}
+	reply := jobs.ResultSubject(res.ID)
+	if env.ReplyTo != "" && jobs.ReplySubjectAllowed(env.ReplyTo, q.ReplyPrefixes) == nil {
+		reply = env.ReplyTo
+	}
+	w.finish(w.log, msg, res, reply, true)
 }
 
 // admit decodes and validates a job message, filling the result's id. It
@@ -461,10 +489,13 @@ func (w *Worker) run(ctx context.Context, q QueueConfig, job *jobs.Job, res *job
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("panic while running a job", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-			out, healthy, err = nil, false, fmt.Errorf("internal error: %v", r)
+			out, healthy, err = nil, false, panicError{r}
 		}
 		w.pool.put(ps, healthy)
 	}()
+	if beforeRun != nil {
+		beforeRun(job)
+	}
 	if disk := jobs.DiskBytes(job.Steps); disk > 0 && disk != ps.disk {
 		if err := ps.Reset(ctx, disk); err != nil {
 			return nil, false, err
@@ -480,6 +511,9 @@ func (w *Worker) run(ctx context.Context, q QueueConfig, job *jobs.Job, res *job
 	var re *jobs.RejectError
 	return out, err == nil || errors.As(err, &re), err
 }
+
+// beforeRun, when set (by tests), is called with each job about to run.
+var beforeRun func(*jobs.Job)
 
 // liveOutput publishes output chunks on corral.output.ID (core NATS).
 func (w *Worker) liveOutput(id string) func(step, stream string, p []byte) {

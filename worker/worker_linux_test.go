@@ -365,3 +365,26 @@ func TestWorkerObjects(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+// A panic while running a job becomes an internal_error result; the
+// sandbox is replaced and the worker goes on.
+func TestWorkerSurvivesPanic(t *testing.T) {
+	beforeRun = func(j *jobs.Job) {
+		if j.Labels["panic"] == "yes" {
+			panic("boom")
+		}
+	}
+	defer func() { beforeRun = nil }()
+	e := startE2E(t, nil)
+	all := e.results("corral.results.>")
+	e.submit("default", "", `{"id": "p1", "cmd": ["true"], "labels": {"panic": "yes"}}`)
+	if r := wait(t, all); r.ID != "p1" || r.Status != jobs.StatusInternalError || !strings.Contains(r.Error, "boom") || r.Attempt != 1 {
+		t.Fatalf("%+v", r)
+	}
+	for i := 0; i < 4; i++ {
+		e.submit("default", "", fmt.Sprintf(`{"id": "after-%d", "cmd": ["true"]}`, i))
+		if r := wait(t, all); r.Status != jobs.StatusOK {
+			t.Fatalf("%+v", r)
+		}
+	}
+}
