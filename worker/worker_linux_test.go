@@ -388,3 +388,71 @@ func TestWorkerSurvivesPanic(t *testing.T) {
 		}
 	}
 }
+
+// A job longer than the ack wait is kept alive by InProgress: one result,
+// attempt 1.
+func TestWorkerHeartbeat(t *testing.T) {
+	e := startE2E(t, func(c *Config) { c.Consumer = ConsumerConfig{AckWait: 900 * time.Millisecond} })
+	all := e.results("corral.results.>")
+	e.submit("default", "", `{"id": "long", "cmd": ["sleep", "3"]}`)
+	r := wait(t, all)
+	if r.ID != "long" || r.Status != jobs.StatusOK || r.Attempt != 1 {
+		t.Fatalf("%+v", r)
+	}
+	select {
+	case r := <-all:
+		t.Fatalf("redelivered despite heartbeats: %+v", r)
+	case <-time.After(2 * time.Second):
+	}
+}
+
+// Every job field of the protocol, through the worker, and the statuses the
+// sandbox reports.
+func TestWorkerEveryField(t *testing.T) {
+	e := startE2E(t, nil)
+	all := e.results("corral.results.>")
+	e.submit("default", "hdr-id", `{
+	  "image": "busybox",
+	  "files": [{"path": "bin/run.sh", "content": "#!/bin/sh\necho \"$GREETING from $(pwd)\"\ncat\n", "mode": 493},
+	            {"path": "b64.txt", "content_b64": "AAEC", "mode": "0600"}],
+	  "steps": [
+	    {"name": "first", "cmd": ["/work/bin/run.sh"], "env": {"GREETING": "hello"}, "cwd": "/tmp", "stdin": "in\n",
+	     "expect_stdout": "hello from /tmp   \nin\n\n", "compare": "lines"},
+	    {"cmd": ["sh", "-c", "stat -c %a /work/b64.txt; cat"], "stdin_b64": "aGk=", "expect_stdout": "600 hi", "compare": "tokens"},
+	    {"cmd": ["sh", "-c", "exit 1"], "continue_on_failure": true},
+	    {"cmd": ["sh", "-c", "kill -TERM $$"], "continue_on_failure": true},
+	    {"cmd": ["sh", "-c", "while :; do :; done"], "limits": {"cpu_time_ms": 200}, "continue_on_failure": true},
+	    {"cmd": ["dd", "if=/dev/zero", "of=/dev/shm/x", "bs=1M", "count=64"], "limits": {"memory_bytes": 33554432}, "continue_on_failure": true},
+	    {"cmd": ["yes"], "limits": {"output_bytes": 100}, "continue_on_failure": true},
+	    {"cmd": ["dd", "if=/dev/zero", "of=big", "bs=64k", "count=64"], "limits": {"file_size_bytes": 65536}, "continue_on_failure": true},
+	    {"cmd": ["printf", "\\377"], "expect_stdout": "x", "compare": "exact"},
+	    {"cmd": ["true"]}
+	  ],
+	  "network": "none", "seccomp": "default", "stream_output": false,
+	  "collect": ["b64.txt"], "labels": {"a": "b"}, "expires_at": "2999-01-01T00:00:00Z"
+	}`)
+	r := wait(t, all)
+	if r.ID != "hdr-id" {
+		t.Fatalf("id from Nats-Msg-Id: %q", r.ID)
+	}
+	want := []jobs.Status{jobs.StatusOK, jobs.StatusOK, jobs.StatusNonzeroExit, jobs.StatusSignaled, jobs.StatusCPUTimeLimit,
+		jobs.StatusMemoryLimit, jobs.StatusOutputLimit, jobs.StatusFileSizeLimit, jobs.StatusOK, jobs.StatusSkipped}
+	for i, w := range want {
+		if r.Steps[i].Status != w {
+			t.Errorf("step %d (%s): %s, want %s: %q", i, r.Steps[i].Name, r.Steps[i].Status, w, r.Steps[i].Stderr)
+		}
+	}
+	if r.Steps[0].Name != "first" || r.Steps[1].Name != "step-2" || !*r.Steps[0].Matched || !*r.Steps[1].Matched {
+		t.Errorf("names/matched: %+v %+v", r.Steps[0], r.Steps[1])
+	}
+	if r.Steps[3].Signal != "SIGTERM" || r.Steps[3].ExitCode != -1 {
+		t.Errorf("signaled: %+v", r.Steps[3])
+	}
+	if r.Steps[8].StdoutB64 != "/w==" || *r.Steps[8].Matched {
+		t.Errorf("binary output: %+v", r.Steps[8])
+	}
+	// A failed match ends the job there: its status is the step's.
+	if r.Status != jobs.StatusOK || len(r.Files) != 1 || r.Files[0].Content != "\x00\x01\x02" || r.Labels["a"] != "b" {
+		t.Errorf("job: %s %+v %v", r.Status, r.Files, r.Labels)
+	}
+}
