@@ -14,8 +14,9 @@ type File struct {
 	Path string
 	// Data is the content.
 	Data []byte
-	// Mode holds the permission bits; setuid and setgid are dropped.
-	// Default 0644.
+	// Mode holds the permission bits, with os.ModeSetuid, os.ModeSetgid
+	// and os.ModeSticky (they grant nothing: the job's root is nosuid and
+	// the file belongs to the job's uid). Default 0644.
 	Mode os.FileMode
 }
 

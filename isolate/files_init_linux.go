@@ -115,7 +115,7 @@ func (in *initProc) putFile(req *putReq, src int) error {
 	if err := unix.Fchown(fd, uid, gid); err != nil {
 		return err
 	}
-	return unix.Fchmod(fd, req.Mode&0o7777&^(unix.S_ISUID|unix.S_ISGID))
+	return unix.Fchmod(fd, req.Mode&0o7777)
 }
 
 func (in *initProc) collect(req *collectReq, fds []int) error {

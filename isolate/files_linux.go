@@ -26,6 +26,15 @@ func (s *Sandbox) WriteFiles(ctx context.Context, files []File) error {
 		if mode == 0 {
 			mode = 0o644
 		}
+		if f.Mode&os.ModeSetuid != 0 {
+			mode |= unix.S_ISUID
+		}
+		if f.Mode&os.ModeSetgid != 0 {
+			mode |= unix.S_ISGID
+		}
+		if f.Mode&os.ModeSticky != 0 {
+			mode |= unix.S_ISVTX
+		}
 		mfd, err := memfdWith("file", f.Data)
 		if err != nil {
 			return err

@@ -28,8 +28,8 @@ func TestWriteFilesAndCollect(t *testing.T) {
 	if r.Status != jobs.StatusOK {
 		t.Fatalf("%+v", r)
 	}
-	if want := "from main\n42\n755 1000\n644 1000\n755 1000\n755 1000\n"; r.Stdout != want {
-		t.Fatalf("stdout %q, want %q (setuid must be dropped, owner the job)", r.Stdout, want)
+	if want := "from main\n42\n755 1000\n644 1000\n4755 1000\n755 1000\n"; r.Stdout != want {
+		t.Fatalf("stdout %q, want %q (modes as asked, owner the job)", r.Stdout, want)
 	}
 	got := collect(t, sb, "result.txt", "logs", "data/*.txt")
 	want := map[string]string{"result.txt": "out\n", "logs/a.log": "l\n", "data/in.txt": "42\n"}

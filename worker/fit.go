@@ -25,9 +25,9 @@ func fitResult(res *jobs.Result, max int) ([]byte, error) {
 		if round > 200 {
 			return nil, fmt.Errorf("result of %d bytes cannot be made to fit %d", len(data), max)
 		}
-		if n := len(res.Files); n > 0 && (res.Files[n-1].Content != "" || res.Files[n-1].ContentB64 != "") {
-			f := res.Files[n-1]
-			res.Files = res.Files[:n-1]
+		if i := lastInline(res.Files); i >= 0 {
+			f := res.Files[i]
+			res.Files = append(res.Files[:i], res.Files[i+1:]...)
 			res.Error = appendNote(res.Error, fmt.Sprintf("collect %s: left out, the result would exceed the server's max payload", f.Path))
 			continue
 		}
@@ -69,4 +69,14 @@ func appendNote(errText, note string) string {
 		return note
 	}
 	return errText + "; " + note
+}
+
+// lastInline is the index of the last collected file held inline, or -1.
+func lastInline(files []jobs.CollectedFile) int {
+	for i := len(files) - 1; i >= 0; i-- {
+		if files[i].Object == "" {
+			return i
+		}
+	}
+	return -1
 }

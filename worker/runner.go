@@ -205,5 +205,17 @@ func mergeEnv(base []string, set map[string]string) []string {
 	return env
 }
 
-// fileMode turns the protocol's permission bits into an os.FileMode.
-func fileMode(m jobs.FileMode) os.FileMode { return os.FileMode(m) & os.ModePerm }
+// fileMode turns the protocol's mode bits (07777) into an os.FileMode.
+func fileMode(m jobs.FileMode) os.FileMode {
+	mode := os.FileMode(m) & os.ModePerm
+	if m&0o4000 != 0 {
+		mode |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		mode |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		mode |= os.ModeSticky
+	}
+	return mode
+}

@@ -111,6 +111,7 @@ type Worker struct {
 	log  *zap.Logger
 
 	slots   chan struct{} // one token per free slot
+	ackWait time.Duration // the shortest ack wait of the consumers
 	cancels *cancelRegistry
 
 	stopOnce sync.Once
@@ -168,6 +169,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.objs = jsObjects{js: w.js, results: store}
 	}
 	consumers := make([]jetstream.Consumer, len(w.cfg.Queues))
+	w.ackWait = w.cfg.Consumer.AckWait
 	for i, q := range w.cfg.Queues {
 		c, mism, err := EnsureConsumer(ctx, w.js, q.Name, w.cfg.Consumer)
 		if err != nil {
@@ -175,6 +177,10 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 		for _, m := range mism {
 			w.log.Warn("existing consumer differs; used as it is", zap.String("mismatch", m.String()))
+		}
+		// Heartbeats follow the shortest ack wait actually in force.
+		if info := c.CachedInfo(); info != nil && info.Config.AckWait > 0 && info.Config.AckWait < w.ackWait {
+			w.ackWait = info.Config.AckWait
 		}
 		consumers[i] = c
 	}
@@ -433,13 +439,20 @@ func (w *Worker) admit(q QueueConfig, msg jetstream.Msg, res *jobs.Result) (*job
 		}
 		return nil, reply, err
 	}
+	res.Labels = job.Labels
 	if job.ID == "" {
 		job.ID = pickID("", hdrID)
 	}
 	res.ID = job.ID
 	if !jobs.ValidID(job.ID) {
+		// The result goes to reply_to if that is valid, else to a
+		// generated id; error quotes the bad id.
 		res.ID = pickID("", "")
-		return nil, jobs.ResultSubject(res.ID), fmt.Errorf("id: %q is not a valid id ([A-Za-z0-9_-]{1,64})", job.ID)
+		reply := jobs.ResultSubject(res.ID)
+		if job.ReplyTo != "" && jobs.ReplySubjectAllowed(job.ReplyTo, q.ReplyPrefixes) == nil {
+			reply = job.ReplyTo
+		}
+		return nil, reply, fmt.Errorf("id: %q is not a valid id ([A-Za-z0-9_-]{1,64})", job.ID)
 	}
 	reply := job.ReplySubject()
 	if err := jobs.ReplySubjectAllowed(reply, q.ReplyPrefixes); err != nil {
@@ -537,7 +550,7 @@ func (w *Worker) liveOutput(id string) func(step, stream string, p []byte) {
 // limit.
 func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
 	done := make(chan struct{})
-	every := w.cfg.Consumer.AckWait / 3
+	every := w.ackWait / 3
 	go func() {
 		t := time.NewTicker(every)
 		defer t.Stop()

@@ -162,6 +162,14 @@ func TestWorkerRejects(t *testing.T) {
 	if r.Status != jobs.StatusRejected || !strings.Contains(r.Error, "bad id!") || !strings.HasPrefix(r.ID, "gen-") {
 		t.Fatalf("%+v", r)
 	}
+	// An invalid id with a valid reply_to: the result goes there, with the
+	// job's labels.
+	custom2 := e.results("elsewhere.>")
+	e.submit("default", "", `{"id": "bad id!", "cmd": ["true"], "reply_to": "elsewhere.r", "labels": {"k": "v"}}`)
+	r = wait(t, custom2)
+	if r.Status != jobs.StatusRejected || !strings.Contains(r.Error, "bad id!") || r.Labels["k"] != "v" {
+		t.Fatalf("%+v", r)
+	}
 	// The queue kept moving: a good job still runs.
 	e.submit("default", "", `{"id": "after", "cmd": ["true"]}`)
 	if r := wait(t, all); r.ID != "after" || r.Status != jobs.StatusOK {
