@@ -26,6 +26,8 @@ type command struct {
 
 var commands = map[string]command{
 	"exec":    {"run one command in a fresh sandbox and print its result", cmdExec},
+	"run":     {"submit one command as a job to the workers and print its result", cmdRun},
+	"submit":  {"submit the jobs of a JSON Lines file and print their results in order", cmdSubmit},
 	"up":      {"run an embedded NATS server with JetStream and a worker, in the foreground", cmdUp},
 	"worker":  {"pull jobs from NATS JetStream and run them in warm sandboxes", cmdWorker},
 	"image":   {"build, list, inspect and remove rootfs images", cmdImage},
