@@ -193,7 +193,7 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 	if err := c.nc.Publish(jobs.CancelSubject(id), nil); err != nil {
 		return fmt.Errorf("client: cancel job %s: %w", id, err)
 	}
-	if err := c.nc.FlushWithContext(ctx); err != nil {
+	if err := c.flush(ctx); err != nil {
 		return fmt.Errorf("client: cancel job %s: %w", id, err)
 	}
 	return nil
@@ -222,11 +222,22 @@ func (c *Client) Output(ctx context.Context, id string, fn func(stream, step str
 	if err != nil {
 		return nil, fmt.Errorf("client: output of job %s: %w", id, err)
 	}
-	if err := c.nc.FlushWithContext(ctx); err != nil {
+	if err := c.flush(ctx); err != nil {
 		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("client: output of job %s: %w", id, err)
 	}
 	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// flush waits until the server has everything sent so far, bounded by ctx
+// or, when ctx has no deadline, by the connection's flush timeout.
+func (c *Client) flush(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	return c.nc.FlushWithContext(ctx)
 }
 
 // storedResult returns the last message stored under subject in the result

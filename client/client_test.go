@@ -451,3 +451,20 @@ func TestWaitAfterReconnect(t *testing.T) {
 		}
 	}
 }
+
+func TestCancelAndOutputWithoutDeadline(t *testing.T) {
+	url, _ := natstest.Server(t)
+	nc, _ := natstest.Connect(t, url)
+	c, err := client.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, err := c.Output(context.Background(), "nodeadline", func(string, string, int, []byte) {})
+	if err != nil {
+		t.Fatalf("Output without a deadline: %v", err)
+	}
+	stop()
+	if err := c.Cancel(context.Background(), "nodeadline"); err != nil {
+		t.Fatalf("Cancel without a deadline: %v", err)
+	}
+}
