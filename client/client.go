@@ -337,7 +337,17 @@ func (p *Pending) Wait(ctx context.Context) (*jobs.Result, error) {
 		go func() {
 			ctx, cancel := context.WithTimeout(lookupCtx, lookupTimeout)
 			defer cancel()
+			// A result routed to subscribers may not be stored yet: look
+			// again for a while before settling for "not there".
 			err := p.lookup(ctx)
+			for err == errNotStored {
+				select {
+				case <-ctx.Done():
+					err = nil
+				case <-time.After(100 * time.Millisecond):
+					err = p.lookup(ctx)
+				}
+			}
 			select {
 			case lookups <- err:
 			case <-lookupCtx.Done():
@@ -380,12 +390,18 @@ func (p *Pending) Wait(ctx context.Context) (*jobs.Result, error) {
 // lookup reads the stored result, if any, and delivers it.
 func (p *Pending) lookup(ctx context.Context) error {
 	data, err := p.c.storedResult(ctx, p.Subject)
-	if err != nil || data == nil {
+	if err != nil {
 		return err
+	}
+	if data == nil {
+		return errNotStored
 	}
 	p.deliver(data)
 	return nil
 }
+
+// errNotStored: the result stream holds no result for the job (yet).
+var errNotStored = errors.New("no stored result")
 
 // onMsg handles a message on the reply subject.
 func (p *Pending) onMsg(m *nats.Msg) { p.deliver(m.Data) }
