@@ -32,6 +32,7 @@ var commands = map[string]command{
 	"worker":  {"pull jobs from NATS JetStream and run them in warm sandboxes", cmdWorker},
 	"image":   {"build, list, inspect and remove rootfs images", cmdImage},
 	"check":   {"report the kernel features corral needs", cmdCheck},
+	"bench":   {"measure jobs/s, latency, CPU and memory per job end to end", cmdBench},
 	"version": {"print the version", cmdVersion},
 }
 

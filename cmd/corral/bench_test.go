@@ -1,0 +1,82 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// TestBenchEmbedded runs a short `corral bench --embedded --floor --json`
+// against a busybox image and checks the report is complete and sane. It
+// makes no timing assertions.
+func TestBenchEmbedded(t *testing.T) {
+	needRoot(t)
+	data := dataDir(t)
+	if _, stderr, code := corral(t, "image", "busybox", "default", "--data", data); code != 0 {
+		t.Skipf("cannot build the busybox image: %s", stderr)
+	}
+	stdout, stderr, code := corral(t, "bench", "--embedded", "--data", data, "--jobs", "30", "--slots", "2", "--json", "--floor")
+	if code != 0 {
+		t.Fatalf("bench exited %d:\n%s\n%s", code, stdout, stderr)
+	}
+	var rep benchReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("bench output is not a JSON report: %v\n%s", err, stdout)
+	}
+	if rep.Config.Mode != "embedded" || rep.Config.Jobs != 30 || rep.Config.Slots != 2 || rep.Config.Inflight != 4 {
+		t.Errorf("config = %+v", rep.Config)
+	}
+	if rep.JobsOK != 30 || rep.Statuses["ok"] != 30 || rep.JobsFailed != 0 {
+		t.Errorf("jobs ok %d, failed %d, statuses %v, errors %v", rep.JobsOK, rep.JobsFailed, rep.Statuses, rep.Errors)
+	}
+	if rep.JobsPerS <= 0 || rep.ElapsedS <= 0 {
+		t.Errorf("jobs/s %v, elapsed %v", rep.JobsPerS, rep.ElapsedS)
+	}
+	if l := rep.LatencyMs; l.N != 30 || l.P50 <= 0 || l.P50 > l.P90 || l.P90 > l.P99 || l.P99 > l.Max {
+		t.Errorf("latency = %+v", l)
+	}
+	if rep.SplitMs.Run.N != 30 || rep.SplitMs.Run.P50 <= 0 {
+		t.Errorf("run split = %+v", rep.SplitMs.Run)
+	}
+	if rep.CPU == nil || !rep.CPU.Available || rep.CPU.WorkerNatsMsPerJob <= 0 || rep.CPU.TotalMsPerJob <= 0 {
+		t.Errorf("cpu = %+v", rep.CPU)
+	}
+	if rep.Memory == nil || !rep.Memory.Available || rep.Memory.Sandboxes < 1 || rep.Memory.USSKiBAvg <= 0 || rep.Memory.ProcessRSSKiB <= 0 {
+		t.Errorf("memory = %+v", rep.Memory)
+	}
+	if f := rep.Floor; f == nil || f.Runs != 30 || f.Threads != 2 || f.RunsPerS <= 0 || f.LatencyMs.P50 <= 0 || f.GoExec.RunsPerS <= 0 || f.RatioJobsPerS <= 0 {
+		t.Errorf("floor = %+v", rep.Floor)
+	}
+	m := rep.Machine
+	if m.Nproc <= 0 || m.Kernel == "" || (m.CgroupVersion != 1 && m.CgroupVersion != 2) || m.Date == "" {
+		t.Errorf("machine = %+v", m)
+	}
+}
+
+// TestBenchStats checks the percentile helper.
+func TestBenchStats(t *testing.T) {
+	vs := make([]float64, 100)
+	for i := range vs {
+		vs[i] = float64(100 - i) // 100 .. 1
+	}
+	s := stats(vs)
+	if s.N != 100 || s.P50 != 50 || s.P90 != 90 || s.P99 != 99 || s.Max != 100 || s.Mean != 50.5 {
+		t.Errorf("stats = %+v", s)
+	}
+	if s := stats(nil); s.N != 0 {
+		t.Errorf("stats(nil) = %+v", s)
+	}
+}
+
+// TestBenchMissingImage: a missing image is a clear error naming the fix.
+func TestBenchMissingImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	needRoot(t)
+	data := dataDir(t)
+	_, stderr, code := corral(t, "bench", "--embedded", "--data", data, "--jobs", "1")
+	if code == 0 || !strings.Contains(stderr, "corral image default") {
+		t.Errorf("exit %d, stderr %q: want an error telling to run 'corral image default'", code, stderr)
+	}
+}
