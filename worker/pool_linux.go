@@ -56,6 +56,8 @@ type sandboxPool struct {
 	free   []int // uid range indices not in use
 	closed bool
 	resets sync.WaitGroup
+	// changed is closed (and replaced) when a sandbox comes back or goes.
+	changed chan struct{}
 }
 
 func newSandboxPool(cfg PoolConfig) (*sandboxPool, error) {
@@ -74,7 +76,7 @@ func newSandboxPool(cfg PoolConfig) (*sandboxPool, error) {
 	if cfg.CgroupParent == "" {
 		cfg.CgroupParent = isolate.OwnerCgroupParent("", os.Getpid())
 	}
-	p := &sandboxPool{cfg: cfg, idle: make(map[string][]*pooled)}
+	p := &sandboxPool{cfg: cfg, idle: make(map[string][]*pooled), changed: make(chan struct{})}
 	// One range more than Max: a sandbox being replaced may still be
 	// closing while its successor starts.
 	for i := 2*cfg.Max - 1; i >= 0; i-- {
@@ -90,33 +92,40 @@ type errImage struct{ err error }
 func (e errImage) Error() string { return e.err.Error() }
 func (e errImage) Unwrap() error { return e.err }
 
-// get returns a sandbox for image, warm when one is idle.
+// get returns a sandbox for image, warm when one is idle. When the pool is
+// full of busy or resetting sandboxes it waits for one to come back rather
+// than grow past Max.
 func (p *sandboxPool) get(ctx context.Context, image string) (*pooled, error) {
 	img, err := p.cfg.Store.Get(image)
 	if err != nil {
 		return nil, errImage{err}
 	}
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil, isolate.ErrClosed
-	}
-	if list := p.idle[image]; len(list) > 0 {
-		ps := list[len(list)-1]
-		p.idle[image] = list[:len(list)-1]
-		if ps.digest == img.Digest {
+	for {
+		if p.closed {
 			p.mu.Unlock()
-			return ps, nil
+			return nil, isolate.ErrClosed
 		}
-		// The image was rebuilt: this sandbox runs the old one.
-		p.total--
-		p.mu.Unlock()
-		p.destroy(ps)
-		p.mu.Lock()
-	}
-	// Make room: evict an idle sandbox of another image.
-	var victim *pooled
-	if p.total >= p.cfg.Max {
+		if list := p.idle[image]; len(list) > 0 {
+			ps := list[len(list)-1]
+			p.idle[image] = list[:len(list)-1]
+			if ps.digest == img.Digest {
+				p.mu.Unlock()
+				return ps, nil
+			}
+			// The image was rebuilt: this sandbox runs the old one.
+			p.total--
+			p.mu.Unlock()
+			p.destroy(ps)
+			p.mu.Lock()
+			continue
+		}
+		if p.total < p.cfg.Max {
+			break
+		}
+		// Full: evict an idle sandbox of another image, or wait for a
+		// busy one to come back.
+		var victim *pooled
 		for name, list := range p.idle {
 			if len(list) > 0 {
 				victim = list[0]
@@ -125,30 +134,45 @@ func (p *sandboxPool) get(ctx context.Context, image string) (*pooled, error) {
 				break
 			}
 		}
+		if victim != nil {
+			p.mu.Unlock()
+			p.destroy(victim)
+			p.mu.Lock()
+			continue
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+		p.mu.Lock()
 	}
 	if len(p.free) == 0 {
 		p.mu.Unlock()
-		if victim != nil {
-			p.destroy(victim)
-		}
 		return nil, errors.New("worker: no sandbox uid range free")
 	}
 	idx := p.free[len(p.free)-1]
 	p.free = p.free[:len(p.free)-1]
 	p.total++
 	p.mu.Unlock()
-	if victim != nil {
-		p.destroy(victim)
-	}
 	ps, err := p.create(ctx, img, idx)
 	if err != nil {
 		p.mu.Lock()
 		p.total--
 		p.free = append(p.free, idx)
+		p.notify()
 		p.mu.Unlock()
 		return nil, err
 	}
 	return ps, nil
+}
+
+// notify wakes those waiting for a sandbox; p.mu is held.
+func (p *sandboxPool) notify() {
+	close(p.changed)
+	p.changed = make(chan struct{})
 }
 
 func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int) (*pooled, error) {
@@ -179,10 +203,11 @@ func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int) (*
 // background and becomes warm again; a broken one is destroyed.
 func (p *sandboxPool) put(ps *pooled, healthy bool) {
 	if !healthy {
+		p.destroy(ps)
 		p.mu.Lock()
 		p.total--
+		p.notify()
 		p.mu.Unlock()
-		p.destroy(ps)
 		return
 	}
 	p.resets.Add(1)
@@ -197,11 +222,13 @@ func (p *sandboxPool) put(ps *pooled, healthy bool) {
 		p.mu.Lock()
 		if p.closed {
 			p.total--
+			p.notify()
 			p.mu.Unlock()
 			p.destroy(ps)
 			return
 		}
 		p.idle[ps.image] = append(p.idle[ps.image], ps)
+		p.notify()
 		p.mu.Unlock()
 	}()
 }
