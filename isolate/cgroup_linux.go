@@ -129,6 +129,10 @@ type cgroupCounters struct {
 	// MemoryPeak is the highest memory usage in bytes since creation or the last
 	// resetPeak (v1 memory.max_usage_in_bytes, v2 memory.peak).
 	MemoryPeak int64
+	// MemoryUsage is the memory charged to the cgroup now (v1
+	// memory.usage_in_bytes, v2 memory.current): between processes, the
+	// page cache and tmpfs pages earlier processes left charged.
+	MemoryUsage int64
 	// OOMKills counts processes the OOM killer killed in the cgroup (v1
 	// memory.oom_control oom_kill, v2 memory.events oom_kill).
 	OOMKills int64
@@ -154,6 +158,7 @@ type cgroup struct {
 	cpuUsage, cpuUser, cpuSys *os.File // v1 only
 	cpuStat                   *os.File // v1 cpuacct.stat, v2 cpu.stat
 	peak                      *os.File // v1 memory.max_usage_in_bytes, v2 memory.peak; O_RDWR (reset through it)
+	usage                     *os.File // v1 memory.usage_in_bytes, v2 memory.current
 	oom                       *os.File // v1 memory.oom_control, v2 memory.events
 	pidsEvents                *os.File
 }
@@ -427,6 +432,9 @@ func (c *cgroup) openCountersV1(paths map[string]string) (err error) {
 	if c.peak, err = cgroups.OpenFile(mem, "memory.max_usage_in_bytes", unix.O_RDWR); err != nil {
 		return fmt.Errorf("cgroup %s: %w", c.name, err)
 	}
+	if c.usage, err = cgroups.OpenFile(mem, "memory.usage_in_bytes", unix.O_RDONLY); err != nil {
+		return fmt.Errorf("cgroup %s: %w", c.name, err)
+	}
 	if c.oom, err = cgroups.OpenFile(mem, "memory.oom_control", unix.O_RDONLY); err != nil {
 		return fmt.Errorf("cgroup %s: %w", c.name, err)
 	}
@@ -450,6 +458,9 @@ func (c *cgroup) openCountersV2(dir string) (err error) {
 		}
 		c.peak = nil
 	}
+	if c.usage, err = cgroups.OpenFile(dir, "memory.current", unix.O_RDONLY); err != nil {
+		return fmt.Errorf("cgroup %s: %w", c.name, err)
+	}
 	if c.oom, err = cgroups.OpenFile(dir, "memory.events", unix.O_RDONLY); err != nil {
 		return fmt.Errorf("cgroup %s: %w", c.name, err)
 	}
@@ -462,7 +473,7 @@ func (c *cgroup) openCountersV2(dir string) (err error) {
 
 // closeFiles closes the counter files; the caller holds mu or owns c alone.
 func (c *cgroup) closeFiles() {
-	for _, f := range []**os.File{&c.cpuUsage, &c.cpuUser, &c.cpuSys, &c.cpuStat, &c.peak, &c.oom, &c.pidsEvents} {
+	for _, f := range []**os.File{&c.cpuUsage, &c.cpuUser, &c.cpuSys, &c.cpuStat, &c.peak, &c.usage, &c.oom, &c.pidsEvents} {
 		if *f != nil {
 			(*f).Close()
 			*f = nil
@@ -556,6 +567,9 @@ func (c *cgroup) countersV1(n *cgroupCounters) error {
 	if n.MemoryPeak, err = c.readInt(c.peak); err != nil {
 		return err
 	}
+	if n.MemoryUsage, err = c.readInt(c.usage); err != nil {
+		return err
+	}
 	if n.OOMKills, err = c.readKey(c.oom, "oom_kill"); err != nil {
 		return err
 	}
@@ -581,6 +595,9 @@ func (c *cgroup) countersV2(n *cgroupCounters) error {
 		if n.MemoryPeak, err = c.readInt(c.peak); err != nil {
 			return err
 		}
+	}
+	if n.MemoryUsage, err = c.readInt(c.usage); err != nil {
+		return err
 	}
 	if n.OOMKills, err = c.readKey(c.oom, "oom_kill"); err != nil {
 		return err

@@ -67,9 +67,10 @@ func cgFakeV2(t *testing.T, rootSubtree string) string {
 		"corral/sb-test/memory.swap.max":        "max\n",
 		"corral/sb-test/cpu.stat": "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n" +
 			"core_sched.force_idle_usec 0\nnr_periods 4\nnr_throttled 1\nthrottled_usec 300\nnr_bursts 0\nburst_usec 0\n",
-		"corral/sb-test/memory.peak":   "1048576\n",
-		"corral/sb-test/memory.events": "low 0\nhigh 0\nmax 3\noom 2\noom_kill 1\noom_group_kill 0\n",
-		"corral/sb-test/pids.events":   "max 7\nmax.imposed 9\n",
+		"corral/sb-test/memory.peak":    "1048576\n",
+		"corral/sb-test/memory.current": "524288\n",
+		"corral/sb-test/memory.events":  "low 0\nhigh 0\nmax 3\noom 2\noom_kill 1\noom_group_kill 0\n",
+		"corral/sb-test/pids.events":    "max 7\nmax.imposed 9\n",
 	})
 	return root
 }
@@ -104,7 +105,7 @@ func TestCgroupV2Fake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := cgroupCounters{CPUNs: 1500000, UserNs: 1000000, SysNs: 500000, MemoryPeak: 1 << 20, OOMKills: 1, PidsMax: 7}
+	want := cgroupCounters{CPUNs: 1500000, UserNs: 1000000, SysNs: 500000, MemoryPeak: 1 << 20, MemoryUsage: 1 << 19, OOMKills: 1, PidsMax: 7}
 	if n != want {
 		t.Errorf("counters() = %+v, want %+v", n, want)
 	}

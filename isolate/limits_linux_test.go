@@ -487,3 +487,17 @@ func TestInitRunsFromSealedCopy(t *testing.T) {
 		t.Fatal("wrote to the init's executable")
 	}
 }
+
+// A process's peak is its own: what an earlier step left charged (here 24
+// MiB of tmpfs pages) does not count.
+func TestMemoryPeakIsPerProcess(t *testing.T) {
+	sb := newTestSandbox(t)
+	r := run(t, sb, jobs.Limits{}, "dd", "if=/dev/zero", "of=/tmp/fill", "bs=1M", "count=24")
+	if r.Status != jobs.StatusOK || r.Usage.MemoryPeakBytes < 20<<20 {
+		t.Fatalf("the writer's peak %d, want >= 20 MiB: %+v", r.Usage.MemoryPeakBytes, r)
+	}
+	r = run(t, sb, jobs.Limits{}, "true")
+	if r.Usage.MemoryPeakBytes > 8<<20 {
+		t.Fatalf("true reports a %d-byte peak: the earlier step's pages were counted", r.Usage.MemoryPeakBytes)
+	}
+}

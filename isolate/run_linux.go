@@ -225,8 +225,11 @@ wait:
 		UserMs:          float64(after.UserNs-before.UserNs) / 1e6,
 		SysMs:           float64(after.SysNs-before.SysNs) / 1e6,
 		WallTimeMs:      float64(ex.rep.WallNs) / 1e6,
-		MemoryPeakBytes: after.MemoryPeak,
+		MemoryPeakBytes: max(after.MemoryPeak-before.MemoryUsage, 0),
 	}
+	// The peak counts from what earlier processes left charged (cached
+	// image files, tmpfs pages): the process's own is the rise above it,
+	// as a fresh cgroup per process would report.
 	res.PidsLimitReached = after.PidsMax > before.PidsMax
 	ws := unix.WaitStatus(ex.rep.WaitStatus)
 	if ws.Signaled() {
