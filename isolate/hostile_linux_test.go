@@ -227,18 +227,7 @@ func hostileSandbox(t *testing.T) *Sandbox {
 		t.Fatal(err)
 	}
 	suid("busybox-suid", bb)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sb, err := New(ctx, Config{Lower: []string{lower}, RunDir: runDir, Log: testLog{t}, CgroupParent: testCgroupParent})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := sb.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return sb
+	return newSandboxOn(t, lower, runDir)
 }
 
 func randHex(t *testing.T) string {

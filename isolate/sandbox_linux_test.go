@@ -73,6 +73,12 @@ func newTestSandbox(t testing.TB) *Sandbox {
 	t.Helper()
 	needRoot(t)
 	lower, runDir := testLower(t)
+	return newSandboxOn(t, lower, runDir)
+}
+
+// newSandboxOn starts a sandbox on one layer, closed when the test ends.
+func newSandboxOn(t testing.TB, lower, runDir string) *Sandbox {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sb, err := New(ctx, Config{Lower: []string{lower}, RunDir: runDir, Log: testLog{t}, CgroupParent: testCgroupParent})

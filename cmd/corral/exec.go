@@ -39,25 +39,11 @@ Examples:
 		stdin   = fs.String("stdin", "", "file to use as standard input (default: empty)")
 		slot    = fs.Int("slot", 0, "sandbox slot: picks the host uid range (see docs/sandbox.md)")
 		env     listFlag
-		lim     jobs.Limits
-		cpu     durationMs
-		wall    durationMs
-		mem     sizeFlag
-		output  sizeFlag
-		fsize   sizeFlag
-		disk    sizeFlag
-		pids    = fs.Int64("pids", 0, "maximum number of processes and threads (default 128)")
-		nofile  = fs.Int64("nofile", 0, "maximum number of open files (default 256)")
 		verbose = fs.Bool("v", false, "show the sandbox init's diagnostics on stderr")
 		seccomp = fs.String("seccomp", "default", "system call profile: default (compilers, interpreters, shells) or strict (compute only); there is no off")
 	)
 	fs.Var(&env, "env", "set an environment variable KEY=VALUE (repeatable)")
-	fs.Var(&cpu, "cpu", "cpu time limit, e.g. 2s (default 10s)")
-	fs.Var(&wall, "wall", "wall time limit, e.g. 5s (default 30s)")
-	fs.Var(&mem, "memory", "memory limit, e.g. 256M (default 512M)")
-	fs.Var(&output, "output", "cap on each of stdout and stderr, e.g. 1M (default 1M)")
-	fs.Var(&fsize, "fsize", "largest file the command may write, e.g. 64M (default 64M)")
-	fs.Var(&disk, "disk", "size of the writable layer, e.g. 256M (default 256M)")
+	limitFlags := addLimitFlags(fs, "")
 	argv, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -66,11 +52,7 @@ Examples:
 		fs.Usage()
 		return errors.New("no command given (put it after --)")
 	}
-	lim = jobs.Limits{
-		CPUTimeMs: int64(cpu), WallTimeMs: int64(wall), MemoryBytes: int64(mem),
-		Pids: *pids, OutputBytes: int64(output), FileSizeBytes: int64(fsize),
-		OpenFiles: *nofile, DiskBytes: int64(disk),
-	}
+	lim := limitFlags.limits()
 	if err := lim.Check(jobs.MaxLimits()); err != nil {
 		return err
 	}

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/corralhq/corral/jobs"
 )
 
 // sizeFlag is a byte count written as 268435456, 256M, 256MiB, 1G or 1.5GiB
@@ -72,3 +75,40 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// limitFlags are the limit flags of exec and run.
+type limitFlags struct {
+	cpu, wall                durationMs
+	mem, output, fsize, disk sizeFlag
+	pids, nofile             *int64
+}
+
+// addLimitFlags declares the limit flags; whose says whose defaults apply
+// ("" for the protocol's, "the queue's" for run).
+func addLimitFlags(fs *flag.FlagSet, whose string) *limitFlags {
+	def := func(v string) string {
+		if whose == "" {
+			return "(default " + v + ")"
+		}
+		return "(default: " + whose + ", " + v + ")"
+	}
+	l := &limitFlags{}
+	fs.Var(&l.cpu, "cpu", "cpu time limit, e.g. 2s "+def("10s"))
+	fs.Var(&l.wall, "wall", "wall time limit, e.g. 5s "+def("30s"))
+	fs.Var(&l.mem, "memory", "memory limit, e.g. 256M "+def("512M"))
+	fs.Var(&l.output, "output", "cap on each of stdout and stderr, e.g. 1M "+def("1M"))
+	fs.Var(&l.fsize, "fsize", "largest file the command may write, e.g. 64M "+def("64M"))
+	fs.Var(&l.disk, "disk", "size of the writable layer, e.g. 256M "+def("256M"))
+	l.pids = fs.Int64("pids", 0, "maximum number of processes and threads "+def("128"))
+	l.nofile = fs.Int64("nofile", 0, "maximum number of open files "+def("256"))
+	return l
+}
+
+// limits returns the limits given; zero fields mean the defaults.
+func (l *limitFlags) limits() jobs.Limits {
+	return jobs.Limits{
+		CPUTimeMs: int64(l.cpu), WallTimeMs: int64(l.wall), MemoryBytes: int64(l.mem),
+		Pids: *l.pids, OutputBytes: int64(l.output), FileSizeBytes: int64(l.fsize),
+		OpenFiles: *l.nofile, DiskBytes: int64(l.disk),
+	}
+}

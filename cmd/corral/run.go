@@ -106,18 +106,10 @@ Examples:
 		stream  = fs.Bool("stream", false, "print output live as the job runs (to stderr with --json)")
 		timeout = fs.Duration("timeout", 0, "give up (and cancel the job) after this long; 0 waits as long as the job's own limits allow")
 		asJSON  = fs.Bool("json", false, "print the result as JSON instead of the output; do not write collected files")
-		pids    = fs.Int64("pids", 0, "maximum number of processes and threads (default: the queue's, 128)")
 		env     listFlag
 		files   listFlag
 		collect listFlag
 		labels  listFlag
-		cpu     durationMs
-		wall    durationMs
-		mem     sizeFlag
-		output  sizeFlag
-		disk    sizeFlag
-		fsize   sizeFlag
-		nofile  = fs.Int64("nofile", 0, "maximum number of open files (default: the queue's, 256)")
 		network = fs.String("network", "", "network: none or egress (default none)")
 		jobID   = fs.String("id", "", "job id (default: a random one)")
 	)
@@ -125,12 +117,7 @@ Examples:
 	fs.Var(&files, "file", "copy a local file into /work, LOCAL or LOCAL:PATH (repeatable)")
 	fs.Var(&collect, "collect", "path or glob under /work to copy back into the current directory (repeatable)")
 	fs.Var(&labels, "label", "label KEY=VALUE echoed in the result (repeatable)")
-	fs.Var(&cpu, "cpu", "cpu time limit, e.g. 2s (default: the queue's, 10s)")
-	fs.Var(&wall, "wall", "wall time limit, e.g. 5s (default: the queue's, 30s)")
-	fs.Var(&mem, "memory", "memory limit, e.g. 256M (default: the queue's, 512M)")
-	fs.Var(&output, "output", "cap on each of stdout and stderr, e.g. 1M (default: the queue's, 1M)")
-	fs.Var(&disk, "disk", "size of the writable layer, e.g. 256M (default: the queue's, 256M)")
-	fs.Var(&fsize, "fsize", "largest file the command may write, e.g. 64M (default: the queue's, 64M)")
+	limitFlags := addLimitFlags(fs, "the queue's")
 	argv, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -149,11 +136,7 @@ Examples:
 		Network:      jobs.Network(*network),
 		StreamOutput: *stream,
 		Collect:      collect,
-		Limits: jobs.Limits{
-			CPUTimeMs: int64(cpu), WallTimeMs: int64(wall), MemoryBytes: int64(mem),
-			Pids: *pids, OutputBytes: int64(output), FileSizeBytes: int64(fsize),
-			OpenFiles: *nofile, DiskBytes: int64(disk),
-		},
+		Limits:       limitFlags.limits(),
 	}
 	if job.ID == "" {
 		job.ID = client.NewID()
