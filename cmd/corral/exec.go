@@ -133,26 +133,36 @@ Examples:
 		}
 		return nil
 	}
-	os.Stdout.Write(outputBytes(res.Stdout, res.StdoutB64))
-	os.Stderr.Write(outputBytes(res.Stderr, res.StderrB64))
-	code := res.ExitCode
-	switch res.Status {
-	case jobs.StatusOK, jobs.StatusNonzeroExit:
-	default:
-		fmt.Fprintf(os.Stderr, "corral: %s", res.Status)
-		if res.Signal != "" {
-			fmt.Fprintf(os.Stderr, " (%s)", res.Signal)
-		}
-		fmt.Fprintf(os.Stderr, " after %.0f ms wall, %.0f ms cpu, peak memory %d bytes\n",
-			res.Usage.WallTimeMs, res.Usage.CPUTimeMs, res.Usage.MemoryPeakBytes)
-		if code <= 0 {
-			code = 128 + signalNumber(res.Signal)
-		}
-	}
+	code := printStep(res, true)
 	if code != 0 {
 		return exitError{code}
 	}
 	return nil
+}
+
+// printStep writes a step's output (when output is set) and, when a limit
+// or a signal ended it, a line naming that; it returns the exit code the
+// CLI exits with: the step's, or 128+N for signal N.
+func printStep(st *jobs.StepResult, output bool) int {
+	if output {
+		os.Stdout.Write(outputBytes(st.Stdout, st.StdoutB64))
+		os.Stderr.Write(outputBytes(st.Stderr, st.StderrB64))
+	}
+	code := st.ExitCode
+	switch st.Status {
+	case jobs.StatusOK, jobs.StatusNonzeroExit:
+	default:
+		fmt.Fprintf(os.Stderr, "corral: %s", st.Status)
+		if st.Signal != "" {
+			fmt.Fprintf(os.Stderr, " (%s)", st.Signal)
+		}
+		fmt.Fprintf(os.Stderr, " after %.0f ms wall, %.0f ms cpu, peak memory %d bytes\n",
+			st.Usage.WallTimeMs, st.Usage.CPUTimeMs, st.Usage.MemoryPeakBytes)
+		if code <= 0 {
+			code = 128 + signalNumber(st.Signal)
+		}
+	}
+	return code
 }
 
 // mergeEnv lays KEY=VALUE settings over a base environment.

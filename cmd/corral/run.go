@@ -286,26 +286,9 @@ func printResult(res *jobs.Result, printOutput bool) int {
 		return 1
 	}
 	st := res.Steps[len(res.Steps)-1]
-	if printOutput {
-		os.Stdout.Write(outputBytes(st.Stdout, st.StdoutB64))
-		os.Stderr.Write(outputBytes(st.Stderr, st.StderrB64))
-	}
-	code := st.ExitCode
-	switch st.Status {
-	case jobs.StatusOK, jobs.StatusNonzeroExit:
-	default:
-		fmt.Fprintf(os.Stderr, "corral: %s", st.Status)
-		if st.Signal != "" {
-			fmt.Fprintf(os.Stderr, " (%s)", st.Signal)
-		}
-		fmt.Fprintf(os.Stderr, " after %.0f ms wall, %.0f ms cpu, peak memory %d bytes\n",
-			st.Usage.WallTimeMs, st.Usage.CPUTimeMs, st.Usage.MemoryPeakBytes)
-		if res.Error != "" {
-			fmt.Fprintf(os.Stderr, "corral: %s\n", res.Error)
-		}
-		if code <= 0 {
-			code = 128 + signalNumber(st.Signal)
-		}
+	code := printStep(&st, printOutput)
+	if st.Status != jobs.StatusOK && st.Status != jobs.StatusNonzeroExit && res.Error != "" {
+		fmt.Fprintf(os.Stderr, "corral: %s\n", res.Error)
 	}
 	return code
 }
