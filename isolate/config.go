@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"regexp"
+	"strings"
 
 	"github.com/corralhq/corral/jobs"
 )
@@ -36,6 +37,11 @@ type Config struct {
 	// CgroupParent is the cgroup under which the sandbox's cgroup is made
 	// in every hierarchy. Default "corral".
 	CgroupParent string
+	// EtcFiles are files placed in the job root's /etc in every writable
+	// layer (name → content), such as "resolv.conf" and "hosts" for
+	// sandboxes with a network. Owned by the sandbox's root, mode 0644:
+	// jobs read them and cannot change them.
+	EtcFiles map[string][]byte
 	// Log receives the init's diagnostics. Default: discarded.
 	Log io.Writer
 }
@@ -85,6 +91,11 @@ func (c Config) Validate() error {
 		return errors.New("isolate: DiskBytes is negative")
 	case c.CPUs <= 0:
 		return errors.New("isolate: CPUs must be positive")
+	}
+	for name := range c.EtcFiles {
+		if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+			return fmt.Errorf("isolate: EtcFiles name %q: want a plain file name", name)
+		}
 	}
 	for _, l := range c.Lower {
 		if !filepath.IsAbs(l) {

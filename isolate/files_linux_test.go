@@ -126,3 +126,26 @@ ln -s `+hostFile+` hostfile && mkdir sub && ln -s .. sub/up && ln -s / root && e
 		t.Fatalf("collected after reset: %v", got)
 	}
 }
+
+func TestEtcFiles(t *testing.T) {
+	needRoot(t)
+	lower, runDir := testLower(t)
+	sb, err := New(context.Background(), Config{Lower: []string{lower}, RunDir: runDir, CgroupParent: testCgroupParent,
+		EtcFiles: map[string][]byte{"resolv.conf": []byte("nameserver 192.0.2.53\n"), "hosts": []byte("127.0.0.1 localhost\n")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	for i := 0; i < 2; i++ { // in the first writable layer and after a reset
+		r := run(t, sb, jobs.Limits{}, "sh", "-c", "cat /etc/resolv.conf /etc/hosts /etc/hostname; echo x > /etc/resolv.conf 2>/dev/null && echo WROTE")
+		if r.Stdout != "nameserver 192.0.2.53\n127.0.0.1 localhost\nimage\n" {
+			t.Fatalf("round %d: %q %q", i, r.Stdout, r.Stderr)
+		}
+		if err := sb.Reset(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := New(context.Background(), Config{Lower: []string{lower}, RunDir: runDir, EtcFiles: map[string][]byte{"../x": nil}}); err == nil {
+		t.Fatal("an EtcFiles name with a slash was accepted")
+	}
+}

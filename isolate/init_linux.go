@@ -393,6 +393,16 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 			return "prepare-rw", err
 		}
 	}
+	if len(in.cfg.EtcFiles) > 0 {
+		if err := os.Mkdir(upper+"/etc", 0o755); err != nil {
+			return "prepare-rw", err
+		}
+		for name, data := range in.cfg.EtcFiles {
+			if err := os.WriteFile(upper+"/etc/"+name, data, 0o644); err != nil {
+				return "etc-files", err
+			}
+		}
+	}
 	lower := make([]string, len(in.cfg.Lower))
 	for i := range lower {
 		lower[i] = stageLower + "/" + strconv.Itoa(i)

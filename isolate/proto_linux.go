@@ -45,6 +45,8 @@ type initConfig struct {
 	ProcsFiles int      `json:"procs_files"` // number of cgroup.procs fds from fd 5 on
 	UID        uint32   `json:"uid"`         // the job's uid inside the sandbox
 	GID        uint32   `json:"gid"`         // the job's gid inside the sandbox
+	// EtcFiles are written into /etc of every writable layer.
+	EtcFiles map[string][]byte `json:"etc_files,omitempty"`
 	// Seccomp holds each profile's BPF program, compiled once by the
 	// parent: the init never links libseccomp's work into a job's path.
 	Seccomp map[SeccompProfile][]unix.SockFilter `json:"seccomp"`

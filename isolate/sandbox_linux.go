@@ -139,6 +139,7 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		ProcsFiles: len(procs),
 		UID:        JobUID,
 		GID:        JobGID,
+		EtcFiles:   cfg.EtcFiles,
 	}}, nil)
 	if err != nil {
 		return nil, err
