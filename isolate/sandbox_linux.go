@@ -157,6 +157,13 @@ const cpuPeriodUs = 10000
 // ID returns the sandbox's id.
 func (s *Sandbox) ID() string { return s.cfg.ID }
 
+// NetNSPath is the host path of the sandbox's network namespace (its init's),
+// for wiring a network into it from the host. It has only loopback until
+// someone does.
+func (s *Sandbox) NetNSPath() string {
+	return fmt.Sprintf("/proc/%d/ns/net", s.cmd.Process.Pid)
+}
+
 func (s *Sandbox) send(m *message, fds []int) error {
 	b, err := json.Marshal(m)
 	if err != nil {
