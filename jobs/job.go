@@ -28,6 +28,11 @@ type Job struct {
 	Steps []Step `json:"steps,omitempty"`
 	// Network is the sandbox's network. Default NetworkNone.
 	Network Network `json:"network,omitempty"`
+	// EgressAllow narrows an egress job's reach to these destinations,
+	// each "CIDR" or "CIDR:port" (IPv6 as "[CIDR]:port"); at most 64. The
+	// worker's deny rules still apply first. Default: whatever the worker
+	// allows. Only with network "egress". An addition to PROTOCOL.md v1.
+	EgressAllow []string `json:"egress_allow,omitempty"`
 	// Seccomp is the syscall profile. Default: the queue's default profile.
 	Seccomp Seccomp `json:"seccomp,omitempty"`
 	// ReplyTo is the subject the result is published to. Default

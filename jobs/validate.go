@@ -2,8 +2,10 @@ package jobs
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"path"
 	"slices"
 	"strconv"
@@ -67,6 +69,17 @@ func (j *Job) validate(maxima Limits) *RejectError {
 	case "", NetworkNone, NetworkEgress:
 	default:
 		return rejectf("network", "%s must be %q or %q", quote(string(j.Network)), NetworkNone, NetworkEgress)
+	}
+	if len(j.EgressAllow) > 0 && j.Network != NetworkEgress {
+		return rejectf("egress_allow", "needs network %q", NetworkEgress)
+	}
+	if len(j.EgressAllow) > maxEgressAllow {
+		return rejectf("egress_allow", "%d entries, at most %d", len(j.EgressAllow), maxEgressAllow)
+	}
+	for i, a := range j.EgressAllow {
+		if err := checkEgressAllow(a); err != nil {
+			return rejectf("egress_allow["+strconv.Itoa(i)+"]", "%s: %v", quote(a), err)
+		}
 	}
 	switch j.Seccomp {
 	case "", SeccompDefault, SeccompStrict:
@@ -308,4 +321,36 @@ func validSubject(s string) string {
 		}
 	}
 	return ""
+}
+
+// maxEgressAllow bounds a job's egress_allow list.
+const maxEgressAllow = 64
+
+// checkEgressAllow checks "CIDR", "CIDR:port" or "[CIDR]:port".
+func checkEgressAllow(s string) error {
+	cidr, port := s, ""
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]")
+		if end < 0 {
+			return errors.New("missing ]")
+		}
+		cidr, port = s[1:end], strings.TrimPrefix(s[end+1:], ":")
+		if rest := s[end+1:]; rest != "" && !strings.HasPrefix(rest, ":") {
+			return errors.New("want [CIDR]:port")
+		}
+	} else if i := strings.LastIndex(s, ":"); i >= 0 && strings.Count(s, ":") == 1 {
+		cidr, port = s[:i], s[i+1:]
+	}
+	if _, err := netip.ParsePrefix(cidr); err != nil {
+		if _, aerr := netip.ParseAddr(cidr); aerr != nil {
+			return errors.New("want a CIDR (or an address), optionally with :port")
+		}
+	}
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return errors.New("port must be 1 to 65535")
+		}
+	}
+	return nil
 }

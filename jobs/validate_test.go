@@ -69,6 +69,7 @@ func TestDecodeValidate(t *testing.T) {
 		{"collect", with(`"collect":["out.txt","*.log","out/*/[a-c]?.txt","dir"]`), "", ""},
 		{"network none", with(`"network":"none"`), "", ""},
 		{"network egress", with(`"network":"egress"`), "", ""},
+		{"egress allow", with(`"network":"egress","egress_allow":["203.0.113.0/24","198.51.100.7:443","[2001:db8::/32]:53","192.0.2.1"]`), "", ""},
 		{"seccomp default", with(`"seccomp":"default"`), "", ""},
 		{"seccomp strict", with(`"seccomp":"strict"`), "", ""},
 		{"reply_to results", with(`"reply_to":"corral.results.x"`), "", ""},
@@ -222,6 +223,9 @@ func TestDecodeValidate(t *testing.T) {
 
 		// Network, seccomp.
 		{"network host", with(`"network":"host"`), "network", `must be "none" or "egress"`},
+		{"egress allow without egress", with(`"egress_allow":["10.0.0.0/8"]`), "egress_allow", "needs network"},
+		{"egress allow bad cidr", with(`"network":"egress","egress_allow":["nope"]`), "egress_allow[0]", "want a CIDR"},
+		{"egress allow bad port", with(`"network":"egress","egress_allow":["203.0.113.0/24:70000"]`), "egress_allow[0]", "port must be"},
 		{"network bool", with(`"network":false`), "network", "must be a string"},
 		{"seccomp off", with(`"seccomp":"unconfined"`), "seccomp", `must be "default" or "strict"`},
 
