@@ -30,6 +30,9 @@ type PoolConfig struct {
 	// CgroupParent is the parent cgroup of the sandboxes. Default
 	// "corral/w<pid>", so that a later run can remove what a crash left.
 	CgroupParent string
+	// EtcFiles go into /etc of every sandbox (resolv.conf and hosts when
+	// the worker has egress).
+	EtcFiles map[string][]byte
 	// CPUs is each sandbox's CPU bandwidth. Default 1.
 	CPUs float64
 	// Log receives pool events. Default: none.
@@ -190,6 +193,7 @@ func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int) (*
 		DiskBytes:    p.cfg.DiskBytes,
 		CPUs:         p.cfg.CPUs,
 		CgroupParent: p.cfg.CgroupParent,
+		EtcFiles:     p.cfg.EtcFiles,
 	})
 	if err != nil {
 		release()

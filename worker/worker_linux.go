@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/corralhq/corral/jobs"
+	"github.com/corralhq/corral/netpool"
 	"github.com/corralhq/corral/rootfs"
 )
 
@@ -39,6 +40,10 @@ type Config struct {
 	// Grace is how long a stopping worker lets running jobs finish before
 	// it hands them back. Default 30 s.
 	Grace time.Duration
+	// Egress, when set, serves jobs with network "egress": each gets a
+	// lease (a veth into its sandbox's network namespace) for its run.
+	// Nil: such jobs are rejected. The worker does not start or stop it.
+	Egress Egress
 	// Host and Version are reported in results. Default: the hostname and
 	// "dev".
 	Host, Version string
@@ -99,6 +104,12 @@ func (c Config) Validate() error {
 		return err
 	}
 	return c.Consumer.Validate()
+}
+
+// Egress is what the worker needs of the egress network pool
+// (*netpool.Pool).
+type Egress interface {
+	Attach(ctx context.Context, netnsPath string, allow []netpool.Allow) (*netpool.Lease, error)
 }
 
 // Worker pulls jobs from JetStream and runs them in warm sandboxes.
@@ -464,8 +475,13 @@ func (w *Worker) admit(q QueueConfig, msg jetstream.Msg, res *jobs.Result) (*job
 	if err := job.Validate(q.Max); err != nil {
 		return nil, reply, err
 	}
-	if job.Network.OrDefault() == jobs.NetworkEgress {
+	if job.Network.OrDefault() == jobs.NetworkEgress && w.cfg.Egress == nil {
 		return nil, reply, &jobs.RejectError{Field: "network", Reason: "this worker has no egress: only \"none\" is available"}
+	}
+	for i, a := range job.EgressAllow {
+		if _, err := netpool.ParseAllow(a); err != nil {
+			return nil, reply, &jobs.RejectError{Field: fmt.Sprintf("egress_allow[%d]", i), Reason: err.Error()}
+		}
 	}
 	if err := rootfs.ValidateName(job.Image); err != nil {
 		return nil, reply, &jobs.RejectError{Field: "image", Reason: err.Error()}
@@ -508,6 +524,28 @@ func (w *Worker) run(ctx context.Context, q QueueConfig, job *jobs.Job, res *job
 	}()
 	if beforeRun != nil {
 		beforeRun(job)
+	}
+	if job.Network.OrDefault() == jobs.NetworkEgress {
+		allow := make([]netpool.Allow, 0, len(job.EgressAllow))
+		for _, a := range job.EgressAllow {
+			al, err := netpool.ParseAllow(a)
+			if err != nil {
+				return nil, true, &jobs.RejectError{Field: "egress_allow", Reason: err.Error()}
+			}
+			allow = append(allow, al)
+		}
+		lease, err := w.cfg.Egress.Attach(ctx, ps.NetNSPath(), allow)
+		if err != nil {
+			return nil, true, fmt.Errorf("egress network: %w", err)
+		}
+		// Released before the sandbox is reset: its address and rules
+		// go back to the pool, the sandbox is back to loopback only.
+		defer func() {
+			if err := lease.Release(); err != nil {
+				log.Warn("egress lease release", zap.Error(err))
+				healthy = false
+			}
+		}()
 	}
 	if disk := jobs.DiskBytes(job.Steps); disk > 0 && disk != ps.disk {
 		if err := ps.Reset(ctx, disk); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/corralhq/corral/isolate"
 	"github.com/corralhq/corral/jobs"
+	"github.com/corralhq/corral/netpool"
 	"github.com/corralhq/corral/rootfs"
 	"github.com/corralhq/corral/worker"
 )
@@ -31,6 +33,13 @@ type workerFlags struct {
 	grace   *time.Duration
 	logJSON *bool
 	verbose *bool
+	// egress networking
+	egress       *bool
+	workerID     *string
+	egressSubnet *string
+	egressDeny   listFlag
+	dns          listFlag
+	egressRate   *string
 }
 
 func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
@@ -43,6 +52,12 @@ func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
 	fs.Var(&wf.warm, "warm", "keep N warm sandboxes of another image, IMAGE=N (repeatable)")
 	wf.grace = fs.Duration("grace", 30*time.Second, "on SIGTERM, how long running jobs may finish before they are handed back")
 	wf.logJSON = fs.Bool("log-json", false, "log JSON lines instead of text")
+	wf.egress = fs.Bool("egress", false, "serve network \"egress\" jobs: a bridge, NAT and deny rules (needs net.ipv4.ip_forward=1; see docs/network.md)")
+	wf.workerID = fs.String("worker-id", "0", "1-4 of [a-z0-9], unique per host: names this worker's bridge, veths and nftables tables, and picks its /24")
+	wf.egressSubnet = fs.String("egress-subnet", "", "subnet holding one /24 per worker (default 10.213.0.0/16)")
+	fs.Var(&wf.egressDeny, "egress-deny", "CIDR denied to egress jobs, replacing the default private ranges (repeatable; \"none\" for none)")
+	fs.Var(&wf.dns, "dns", "DNS server written into the sandboxes' /etc/resolv.conf (repeatable)")
+	wf.egressRate = fs.String("egress-rate", "", "per-sandbox upload rate limit in bits/s, e.g. 10M (default: none)")
 	wf.verbose = fs.Bool("v", false, "log each sandbox and more")
 	return wf
 }
@@ -187,22 +202,44 @@ func (wf *workerFlags) startWorker(ctx context.Context, nc *nats.Conn, log *zap.
 			return nil, nil, fmt.Errorf("queue %s: %w (build it with 'corral image default' or 'corral image build %s --from DIR')", q.Name, err, img)
 		}
 	}
+	var egress *netpool.Pool
+	if *wf.egress {
+		var dns []netip.Addr
+		if egress, dns, err = wf.egressPool(ctx, log); err != nil {
+			return nil, nil, err
+		}
+		cfg.Egress = egress
+		cfg.Pool.EtcFiles = map[string][]byte{
+			"resolv.conf": netpool.ResolvConf(dns),
+			"hosts":       netpool.Hosts(),
+		}
+	}
+	stopEgress := func() {
+		if egress != nil {
+			if err := egress.Stop(); err != nil {
+				log.Warn("stopping the egress pool", zap.Error(err))
+			}
+		}
+	}
 	mounter, err := rootfs.NewMounter(rootfs.RunDir(*wf.data))
 	if err != nil {
+		stopEgress()
 		return nil, nil, err
 	}
 	cfg.Pool.Store, cfg.Pool.Mounter = store, mounter
 	w, err = worker.New(nc, cfg)
 	if err != nil {
 		mounter.Close()
+		stopEgress()
 		return nil, nil, err
 	}
 	if err := w.Start(ctx); err != nil {
 		w.Stop()
 		mounter.Close()
+		stopEgress()
 		return nil, nil, err
 	}
-	return w, func() { mounter.Close() }, nil
+	return w, func() { mounter.Close(); stopEgress() }, nil
 }
 
 func cmdWorker(ctx context.Context, args []string) error {
@@ -241,4 +278,54 @@ and exits 0.`)
 	w.Stop()
 	cleanup()
 	return nil
+}
+
+// egressPool starts the egress network pool from the flags.
+func (wf *workerFlags) egressPool(ctx context.Context, log *zap.Logger) (*netpool.Pool, []netip.Addr, error) {
+	nc := netpool.Config{WorkerID: *wf.workerID}
+	if *wf.egressSubnet != "" {
+		p, err := netip.ParsePrefix(*wf.egressSubnet)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--egress-subnet: %w", err)
+		}
+		nc.Subnet = p
+	}
+	if len(wf.egressDeny) > 0 {
+		nc.Deny = []netip.Prefix{}
+		for _, d := range wf.egressDeny {
+			if d == "none" {
+				continue
+			}
+			p, err := netip.ParsePrefix(d)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--egress-deny %q: %w", d, err)
+			}
+			nc.Deny = append(nc.Deny, p)
+		}
+	}
+	for _, d := range wf.dns {
+		a, err := netip.ParseAddr(d)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--dns %q: %w", d, err)
+		}
+		nc.DNS = append(nc.DNS, a)
+	}
+	if *wf.egressRate != "" {
+		n, err := parseSize(*wf.egressRate)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--egress-rate: %w", err)
+		}
+		nc.RateBitsPerSec = uint64(n)
+	}
+	if err := netpool.CleanStale(); err != nil {
+		log.Warn("cleaning up the network of an earlier run", zap.Error(err))
+	}
+	pool, err := netpool.New(nc)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := pool.Start(ctx); err != nil {
+		return nil, nil, fmt.Errorf("egress: %w", err)
+	}
+	return pool, nc.DNS, nil
 }
