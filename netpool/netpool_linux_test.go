@@ -69,7 +69,7 @@ func leaks() string {
 	return strings.Join(out, ", ")
 }
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces, veths, nftables)")
@@ -77,7 +77,7 @@ func needRoot(t *testing.T) {
 }
 
 // newNS creates the named namespace with loopback up, removed at cleanup.
-func newNS(t *testing.T, name string) netns.NsHandle {
+func newNS(t testing.TB, name string) netns.NsHandle {
 	t.Helper()
 	if !strings.HasPrefix(name, "corral-t-") {
 		t.Fatalf("test namespace %q must start with corral-t-", name)
@@ -119,7 +119,7 @@ func newNS(t *testing.T, name string) netns.NsHandle {
 	return ns
 }
 
-func handle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
+func handle(t testing.TB, ns netns.NsHandle) *netlink.Handle {
 	t.Helper()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
@@ -129,14 +129,14 @@ func handle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 	return h
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
 }
 
-func addAddr(t *testing.T, h *netlink.Handle, link, cidr string) {
+func addAddr(t testing.TB, h *netlink.Handle, link, cidr string) {
 	t.Helper()
 	l, err := h.LinkByName(link)
 	must(t, err)
@@ -147,7 +147,7 @@ func addAddr(t *testing.T, h *netlink.Handle, link, cidr string) {
 }
 
 // listen serves "hi\n" to every connection on addr inside ns.
-func listen(t *testing.T, ns netns.NsHandle, addr string) {
+func listen(t testing.TB, ns netns.NsHandle, addr string) {
 	t.Helper()
 	var ln net.Listener
 	must(t, inNS(ns, func() (err error) {
@@ -217,7 +217,7 @@ type topo struct {
 	hostH      *netlink.Handle
 }
 
-func newTopo(t *testing.T) *topo {
+func newTopo(t testing.TB) *topo {
 	t.Helper()
 	tp := &topo{host: newNS(t, "corral-t-host"), inet: newNS(t, "corral-t-inet")}
 	tp.hostH = handle(t, tp.host)
@@ -247,7 +247,7 @@ func newTopo(t *testing.T) *topo {
 	return tp
 }
 
-func startPool(t *testing.T, cfg Config) *Pool {
+func startPool(t testing.TB, cfg Config) *Pool {
 	t.Helper()
 	cfg.NetNS = nsDir + "corral-t-host"
 	p, err := New(cfg)
@@ -261,7 +261,7 @@ func startPool(t *testing.T, cfg Config) *Pool {
 	return p
 }
 
-func attach(t *testing.T, p *Pool, sb string, allow ...string) *Lease {
+func attach(t testing.TB, p *Pool, sb string, allow ...string) *Lease {
 	t.Helper()
 	var as []Allow
 	for _, s := range allow {
@@ -278,7 +278,7 @@ func attach(t *testing.T, p *Pool, sb string, allow ...string) *Lease {
 }
 
 // corralState lists the links and tables in ns whose name has prefix.
-func corralState(t *testing.T, ns netns.NsHandle, prefix string) []string {
+func corralState(t testing.TB, ns netns.NsHandle, prefix string) []string {
 	t.Helper()
 	var out []string
 	links, err := linkList(handle(t, ns))

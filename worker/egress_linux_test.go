@@ -86,7 +86,7 @@ func TestWorkerEgress(t *testing.T) {
 	})
 	url, _ := natstest.Server(t)
 	nc, js := natstest.Connect(t, url)
-	w, err := New(nc, Config{Slots: 2, Queues: []QueueConfig{{Name: "default", Image: "busybox"}}, Egress: pool,
+	w, err := New(nc, Config{Slots: 2, Queues: []QueueConfig{{Name: "default", Image: "busybox"}}, Egress: pool, WarmEgress: 1,
 		Pool: PoolConfig{Store: store, Mounter: m, CgroupParent: "corral-worker-test",
 			EtcFiles: map[string][]byte{"resolv.conf": netpool.ResolvConf([]netip.Addr{netip.MustParseAddr("192.0.2.53")}), "hosts": netpool.Hosts()}}})
 	if err != nil {
@@ -127,5 +127,9 @@ func TestWorkerEgress(t *testing.T) {
 	}
 	if r := get("allowed", "egress", `"203.0.113.10:8080"`, "http://203.0.113.10:8080/"); r.Status != jobs.StatusOK {
 		t.Errorf("egress_allow of the right port: %+v", r.Steps[0])
+	}
+	// Back to no list: the sandbox's lease is made again without it.
+	if r := get("again", "egress", "", "http://203.0.113.10:8080/"); r.Status != jobs.StatusOK {
+		t.Errorf("egress after a narrowed job: %+v", r.Steps[0])
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/corralhq/corral/isolate"
+	"github.com/corralhq/corral/netpool"
 	"github.com/corralhq/corral/rootfs"
 )
 
@@ -42,11 +43,25 @@ type PoolConfig struct {
 // pooled is one sandbox of the pool.
 type pooled struct {
 	*isolate.Sandbox
+	key     string // idle list: the image, and whether it has egress
 	image   string
 	digest  string
 	disk    int64
 	idx     int
 	release func()
+	// lease is the sandbox's egress network, kept across jobs (nil: none
+	// yet); allowKey names the egress_allow list it was made for.
+	lease    *netpool.Lease
+	allowKey string
+}
+
+// poolKey names the idle list of sandboxes for image with or without an
+// egress network: those are never mixed.
+func poolKey(image string, egress bool) string {
+	if egress {
+		return image + "\x00egress"
+	}
+	return image
 }
 
 // sandboxPool keeps warm sandboxes per image, at most cfg.Max in all.
@@ -98,7 +113,8 @@ func (e errImage) Unwrap() error { return e.err }
 // get returns a sandbox for image, warm when one is idle. When the pool is
 // full of busy or resetting sandboxes it waits for one to come back rather
 // than grow past Max.
-func (p *sandboxPool) get(ctx context.Context, image string) (*pooled, error) {
+func (p *sandboxPool) get(ctx context.Context, image string, egress bool) (*pooled, error) {
+	key := poolKey(image, egress)
 	img, err := p.cfg.Store.Get(image)
 	if err != nil {
 		return nil, errImage{err}
@@ -109,9 +125,9 @@ func (p *sandboxPool) get(ctx context.Context, image string) (*pooled, error) {
 			p.mu.Unlock()
 			return nil, isolate.ErrClosed
 		}
-		if list := p.idle[image]; len(list) > 0 {
+		if list := p.idle[key]; len(list) > 0 {
 			ps := list[len(list)-1]
-			p.idle[image] = list[:len(list)-1]
+			p.idle[key] = list[:len(list)-1]
 			if ps.digest == img.Digest {
 				p.mu.Unlock()
 				return ps, nil
@@ -161,6 +177,9 @@ func (p *sandboxPool) get(ctx context.Context, image string) (*pooled, error) {
 	p.total++
 	p.mu.Unlock()
 	ps, err := p.create(ctx, img, idx)
+	if ps != nil {
+		ps.key = key
+	}
 	if err != nil {
 		p.mu.Lock()
 		p.total--
@@ -231,7 +250,7 @@ func (p *sandboxPool) put(ps *pooled, healthy bool) {
 			p.destroy(ps)
 			return
 		}
-		p.idle[ps.image] = append(p.idle[ps.image], ps)
+		p.idle[ps.key] = append(p.idle[ps.key], ps)
 		p.notify()
 		p.mu.Unlock()
 	}()
@@ -241,17 +260,28 @@ func (p *sandboxPool) destroy(ps *pooled) {
 	if err := ps.Close(); err != nil {
 		p.cfg.Log.Warn("sandbox close", zap.String("sandbox", ps.ID()), zap.Error(err))
 	}
+	if ps.lease != nil {
+		if err := ps.lease.Release(); err != nil {
+			p.cfg.Log.Warn("egress lease release", zap.String("sandbox", ps.ID()), zap.Error(err))
+		}
+	}
 	ps.release()
 	p.mu.Lock()
 	p.free = append(p.free, ps.idx)
 	p.mu.Unlock()
 }
 
-// warm makes n idle sandboxes for image ahead of jobs.
-func (p *sandboxPool) warm(ctx context.Context, image string, n int) error {
+// warm makes n idle sandboxes for image ahead of jobs; prepare, when set,
+// readies each (attaches its egress network).
+func (p *sandboxPool) warm(ctx context.Context, image string, egress bool, n int, prepare func(*pooled) error) error {
 	var made []*pooled
 	for i := 0; i < n; i++ {
-		ps, err := p.get(ctx, image)
+		ps, err := p.get(ctx, image, egress)
+		if err == nil && prepare != nil {
+			if err = prepare(ps); err != nil {
+				p.put(ps, false)
+			}
+		}
 		if err != nil {
 			for _, m := range made {
 				p.put(m, true)
@@ -261,7 +291,9 @@ func (p *sandboxPool) warm(ctx context.Context, image string, n int) error {
 		made = append(made, ps)
 	}
 	p.mu.Lock()
-	p.idle[image] = append(p.idle[image], made...)
+	key := poolKey(image, egress)
+	p.idle[key] = append(p.idle[key], made...)
+	p.notify()
 	p.mu.Unlock()
 	return nil
 }

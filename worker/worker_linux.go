@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,10 +41,15 @@ type Config struct {
 	// Grace is how long a stopping worker lets running jobs finish before
 	// it hands them back. Default 30 s.
 	Grace time.Duration
-	// Egress, when set, serves jobs with network "egress": each gets a
-	// lease (a veth into its sandbox's network namespace) for its run.
-	// Nil: such jobs are rejected. The worker does not start or stop it.
+	// Egress, when set, serves jobs with network "egress": their
+	// sandboxes get a lease (a veth into the sandbox's network namespace)
+	// that they keep while warm. Nil: such jobs are rejected. The worker
+	// does not start or stop it.
 	Egress Egress
+	// WarmEgress is how many sandboxes of the first queue's image are kept
+	// warm with their egress network attached, so that an egress job pays
+	// no network setup. Default 0 (made on demand).
+	WarmEgress int
 	// Host and Version are reported in results. Default: the hostname and
 	// "dev".
 	Host, Version string
@@ -63,7 +69,7 @@ func (c Config) WithDefaults() Config {
 		c.Slots = runtime.NumCPU()
 	}
 	if c.Pool.Max <= 0 {
-		c.Pool.Max = c.Slots
+		c.Pool.Max = c.Slots + c.WarmEgress
 		for _, n := range c.Warm {
 			c.Pool.Max += n
 		}
@@ -206,10 +212,21 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	for img, n := range warm {
 		start := time.Now()
-		if err := w.pool.warm(ctx, img, n); err != nil {
+		if err := w.pool.warm(ctx, img, false, n, nil); err != nil {
 			return err
 		}
 		w.log.Info("warm sandboxes ready", zap.String("image", img), zap.Int("count", n), zap.Duration("took", time.Since(start)))
+	}
+	if w.cfg.WarmEgress > 0 && w.cfg.Egress != nil {
+		img := w.cfg.Queues[0].Image
+		start := time.Now()
+		err := w.pool.warm(ctx, img, true, w.cfg.WarmEgress, func(ps *pooled) error {
+			return w.attachEgress(ctx, ps, nil)
+		})
+		if err != nil {
+			return err
+		}
+		w.log.Info("warm egress sandboxes ready", zap.String("image", img), zap.Int("count", w.cfg.WarmEgress), zap.Duration("took", time.Since(start)))
 	}
 	sub, err := w.nc.Subscribe(jobs.SubjectCancel+"*", func(m *nats.Msg) {
 		w.cancels.cancel(m.Subject[len(jobs.SubjectCancel):])
@@ -508,7 +525,8 @@ func pickID(body, hdr string) string {
 func (w *Worker) run(ctx context.Context, q QueueConfig, job *jobs.Job, res *jobs.Result, log *zap.Logger) (out *outcome, healthy bool, err error) {
 	setupStart := time.Now()
 	res.Timing.StartedAt = setupStart
-	ps, err := w.pool.get(ctx, job.Image)
+	egress := job.Network.OrDefault() == jobs.NetworkEgress
+	ps, err := w.pool.get(ctx, job.Image, egress)
 	if err != nil {
 		if isImageError(err) {
 			return nil, true, &jobs.RejectError{Field: "image", Reason: err.Error()}
@@ -525,27 +543,11 @@ func (w *Worker) run(ctx context.Context, q QueueConfig, job *jobs.Job, res *job
 	if beforeRun != nil {
 		beforeRun(job)
 	}
-	if job.Network.OrDefault() == jobs.NetworkEgress {
-		allow := make([]netpool.Allow, 0, len(job.EgressAllow))
-		for _, a := range job.EgressAllow {
-			al, err := netpool.ParseAllow(a)
-			if err != nil {
-				return nil, true, &jobs.RejectError{Field: "egress_allow", Reason: err.Error()}
-			}
-			allow = append(allow, al)
+	if egress {
+		if err := w.attachEgress(ctx, ps, job.EgressAllow); err != nil {
+			var re *jobs.RejectError
+			return nil, errors.As(err, &re), err
 		}
-		lease, err := w.cfg.Egress.Attach(ctx, ps.NetNSPath(), allow)
-		if err != nil {
-			return nil, true, fmt.Errorf("egress network: %w", err)
-		}
-		// Released before the sandbox is reset: its address and rules
-		// go back to the pool, the sandbox is back to loopback only.
-		defer func() {
-			if err := lease.Release(); err != nil {
-				log.Warn("egress lease release", zap.Error(err))
-				healthy = false
-			}
-		}()
 	}
 	if disk := jobs.DiskBytes(job.Steps); disk > 0 && disk != ps.disk {
 		if err := ps.Reset(ctx, disk); err != nil {
@@ -561,6 +563,36 @@ func (w *Worker) run(ctx context.Context, q QueueConfig, job *jobs.Job, res *job
 	out, err = runJob(ctx, ps, job, q, w.objs, live)
 	var re *jobs.RejectError
 	return out, err == nil || errors.As(err, &re), err
+}
+
+// attachEgress gives a sandbox its egress network for a job's egress_allow
+// list. A warm sandbox keeps its lease across jobs: a job with the same list
+// (most often none) pays nothing here.
+func (w *Worker) attachEgress(ctx context.Context, ps *pooled, allowList []string) error {
+	key := strings.Join(allowList, ",")
+	if ps.lease != nil && ps.allowKey == key {
+		return nil
+	}
+	allow := make([]netpool.Allow, 0, len(allowList))
+	for _, a := range allowList {
+		al, err := netpool.ParseAllow(a)
+		if err != nil {
+			return &jobs.RejectError{Field: "egress_allow", Reason: err.Error()}
+		}
+		allow = append(allow, al)
+	}
+	if ps.lease != nil {
+		if err := ps.lease.Release(); err != nil {
+			return fmt.Errorf("egress network: release: %w", err)
+		}
+		ps.lease = nil
+	}
+	lease, err := w.cfg.Egress.Attach(ctx, ps.NetNSPath(), allow)
+	if err != nil {
+		return fmt.Errorf("egress network: %w", err)
+	}
+	ps.lease, ps.allowKey = lease, key
+	return nil
 }
 
 // beforeRun, when set (by tests), is called with each job about to run.

@@ -40,6 +40,7 @@ type workerFlags struct {
 	egressDeny   listFlag
 	dns          listFlag
 	egressRate   *string
+	warmEgress   *int
 }
 
 func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
@@ -57,6 +58,7 @@ func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
 	wf.egressSubnet = fs.String("egress-subnet", "", "subnet holding one /24 per worker (default 10.213.0.0/16)")
 	fs.Var(&wf.egressDeny, "egress-deny", "CIDR denied to egress jobs, replacing the default private ranges (repeatable; \"none\" for none)")
 	fs.Var(&wf.dns, "dns", "DNS server written into the sandboxes' /etc/resolv.conf (repeatable)")
+	wf.warmEgress = fs.Int("warm-egress", 0, "with --egress, keep N warm sandboxes with their network attached (egress jobs then pay no network setup)")
 	wf.egressRate = fs.String("egress-rate", "", "per-sandbox upload rate limit in bits/s, e.g. 10M (default: none)")
 	wf.verbose = fs.Bool("v", false, "log each sandbox and more")
 	return wf
@@ -209,6 +211,7 @@ func (wf *workerFlags) startWorker(ctx context.Context, nc *nats.Conn, log *zap.
 			return nil, nil, err
 		}
 		cfg.Egress = egress
+		cfg.WarmEgress = *wf.warmEgress
 		cfg.Pool.EtcFiles = map[string][]byte{
 			"resolv.conf": netpool.ResolvConf(dns),
 			"hosts":       netpool.Hosts(),
