@@ -191,6 +191,9 @@ func (wf *workerFlags) startWorker(ctx context.Context, nc *nats.Conn, log *zap.
 	if err := isolate.CleanStaleCgroups(""); err != nil {
 		log.Warn("cleaning up the cgroups of an earlier run", zap.Error(err))
 	}
+	if err := netpool.CleanStale(); err != nil {
+		log.Warn("cleaning up the network of an earlier run", zap.Error(err))
+	}
 	store, err := rootfs.OpenStore(*wf.data)
 	if err != nil {
 		return nil, nil, err
@@ -319,9 +322,6 @@ func (wf *workerFlags) egressPool(ctx context.Context, log *zap.Logger) (*netpoo
 			return nil, nil, fmt.Errorf("--egress-rate: %w", err)
 		}
 		nc.RateBitsPerSec = uint64(n)
-	}
-	if err := netpool.CleanStale(); err != nil {
-		log.Warn("cleaning up the network of an earlier run", zap.Error(err))
 	}
 	pool, err := netpool.New(nc)
 	if err != nil {
