@@ -46,7 +46,7 @@ var DefaultDeny = []netip.Prefix{
 // Config of a Pool. The zero value plus a WorkerID is usable.
 type Config struct {
 	// WorkerID is 1 to 4 characters of [a-z0-9], unique per host. It names
-	// the bridge "corral-<id>", the veths "corral-<id>-<n>" and the nftables
+	// the bridge "corral<id>" ("corral0" by default), the veths "corral-<id>-<n>" and the nftables
 	// tables "corral-<id>", and picks the worker's /24. Default "0".
 	WorkerID string
 	// Subnet (IPv4, /24 or wider) holds one /24 per worker: block i is

@@ -67,7 +67,7 @@ func New(cfg Config) (*Pool, error) {
 		next: 2, leases: map[int]*Lease{}, ns: -1}, nil
 }
 
-func bridgeName(id string) string      { return "corral-" + id }
+func bridgeName(id string) string      { return "corral" + id }
 func vethPrefix(id string) string      { return "corral-" + id + "-" }
 func hostName(id string, n int) string { return vethPrefix(id) + strconv.Itoa(n) }
 func peerName(id string, n int) string { return "corral-" + id + "." + strconv.Itoa(n) }
@@ -504,16 +504,21 @@ func cleanStaleIn(ns netns.NsHandle) error {
 	return cleanStale(h, c)
 }
 
-// parseName returns the worker id of a corral link name: "corral-<id>"
-// (bridge) or "corral-<id>-<n>" / "corral-<id>.<n>" (veth).
+// parseName returns the worker id of a corral link name: "corral<id>"
+// (bridge, "corral0" for the default id) or "corral-<id>-<n>" /
+// "corral-<id>.<n>" (veth).
 func parseName(name string) (id string, bridge, ok bool) {
+	isID := func(s string) bool {
+		return len(s) >= 1 && len(s) <= 4 && strings.IndexFunc(s, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }) < 0
+	}
 	rest, ok := strings.CutPrefix(name, "corral-")
 	if !ok {
-		return "", false, false
+		rest, ok = strings.CutPrefix(name, "corral")
+		return rest, ok && isID(rest), ok && isID(rest)
 	}
 	i := strings.IndexFunc(rest, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') })
 	if i < 0 {
-		return rest, true, len(rest) >= 1 && len(rest) <= 4
+		return "", false, false
 	}
 	id, suffix := rest[:i], rest[i:]
 	if len(id) < 1 || len(id) > 4 || len(suffix) < 2 || (suffix[0] != '-' && suffix[0] != '.') {

@@ -284,7 +284,8 @@ func corralState(t testing.TB, ns netns.NsHandle, prefix string) []string {
 	links, err := linkList(handle(t, ns))
 	must(t, err)
 	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, prefix) {
+		// The bridge is "corral<id>", the rest "corral-<id>...".
+		if strings.HasPrefix(l.Attrs().Name, prefix) || l.Attrs().Name == strings.Replace(prefix, "corral-", "corral", 1) {
 			out = append(out, "link "+l.Attrs().Name)
 		}
 	}
@@ -481,7 +482,7 @@ func TestCleanStale(t *testing.T) {
 	// "Crash": the owner recorded on the bridge becomes a dead process.
 	cmd := exec.Command("true")
 	must(t, cmd.Run())
-	br, err := tp.hostH.LinkByName("corral-t9")
+	br, err := tp.hostH.LinkByName("corralt9")
 	must(t, err)
 	must(t, tp.hostH.LinkSetAlias(br, fmt.Sprintf("corral pid=%d start=1", cmd.ProcessState.Pid())))
 	crashed.mu.Lock()
@@ -579,8 +580,8 @@ func TestConfig(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v", bad, err)
 		}
 	}
-	for name, want := range map[string]bool{"corral-t1": true, "corral-t1-12": true, "corral-t1.12": true,
-		"corral-t-up": false, "corral-t1-x": false, "corral-": false, "corral-abcde": false, "eth0": false} {
+	for name, want := range map[string]bool{"corralt1": true, "corral0": true, "corral-t1-12": true, "corral-t1.12": true,
+		"corral-t1": false, "corral-t-up": false, "corral-t1-x": false, "corral-": false, "corral": false, "corralabcde": false, "eth0": false} {
 		if _, _, ok := parseName(name); ok != want {
 			t.Errorf("parseName(%q) ok = %v", name, ok)
 		}
