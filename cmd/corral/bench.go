@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -287,13 +288,12 @@ func startBenchEmbedded(ctx context.Context, data, image, queue string, slots in
 	}
 	stops = append(stops, func() { log.Sync() })
 
-	no := false
-	empty := ""
-	grace := 10 * time.Second
-	wf := &workerFlags{
-		data: &data, queues: listFlag{queue}, slots: &slots, image: &image,
-		config: &empty, grace: &grace, logJSON: &no, verbose: &verbose,
-	}
+	// The worker's own flags, with their defaults, set as a worker's
+	// command line would.
+	wf := addWorkerFlags(flag.NewFlagSet("bench-worker", flag.ContinueOnError))
+	*wf.data, *wf.slots, *wf.image, *wf.verbose = data, slots, image, verbose
+	*wf.grace = 10 * time.Second
+	wf.queues = listFlag{queue}
 	w, cleanup, err := wf.startWorker(ctx, wnc, log)
 	if err != nil {
 		return "", nil, err
