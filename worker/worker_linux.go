@@ -129,7 +129,9 @@ type Worker struct {
 
 	slots   chan struct{} // one token per free slot
 	ackWait time.Duration // the shortest ack wait of the consumers
-	cancels *cancelRegistry
+	// maxDeliver is each queue's consumer's MaxDeliver, as in force.
+	maxDeliver map[string]int
+	cancels    *cancelRegistry
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed: fetch no more
@@ -159,9 +161,10 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{
 		cfg: cfg, nc: nc, js: js, pool: pool, log: cfg.Log,
-		slots:    make(chan struct{}, cfg.Slots),
-		cancels:  newCancelRegistry(jobs.CancelMemory),
-		stopping: make(chan struct{}),
+		slots:      make(chan struct{}, cfg.Slots),
+		cancels:    newCancelRegistry(jobs.CancelMemory),
+		maxDeliver: map[string]int{},
+		stopping:   make(chan struct{}),
 	}
 	for i := 0; i < cfg.Slots; i++ {
 		w.slots <- struct{}{}
@@ -198,6 +201,10 @@ func (w *Worker) Start(ctx context.Context) error {
 		// Heartbeats follow the shortest ack wait actually in force.
 		if info := c.CachedInfo(); info != nil && info.Config.AckWait > 0 && info.Config.AckWait < w.ackWait {
 			w.ackWait = info.Config.AckWait
+		}
+		// The last delivery is the consumer's, whatever the config says.
+		if info := c.CachedInfo(); info != nil && info.Config.MaxDeliver > 0 {
+			w.maxDeliver[q.Name] = info.Config.MaxDeliver
 		}
 		consumers[i] = c
 	}
@@ -393,7 +400,11 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg) {
 		res.Status = jobs.StatusInternalError
 		res.Error = runErr.Error()
 		var pe panicError
-		if res.Attempt < w.cfg.Consumer.MaxDeliver && !healthy && !isImageError(runErr) && !errors.As(runErr, &pe) {
+		last := w.cfg.Consumer.MaxDeliver
+		if n, ok := w.maxDeliver[q.Name]; ok {
+			last = n
+		}
+		if res.Attempt < last && !healthy && !isImageError(runErr) && !errors.As(runErr, &pe) {
 			// The sandbox broke: let another attempt (maybe another
 			// worker) try it.
 			log.Warn("job failed inside the worker; redelivering", zap.Error(runErr))
