@@ -2,9 +2,15 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
+
+	"github.com/corralhq/corral/jobs"
 )
+
+// errCancelled is the cause of a job context cancelled by its submitter.
+var errCancelled = errors.New("cancelled through " + jobs.SubjectCancel + "ID")
 
 // cancelRegistry routes corral.cancel.ID to the running job, and remembers
 // a cancel that came before its job for a while (jobs.CancelMemory), so the

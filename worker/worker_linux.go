@@ -431,7 +431,6 @@ type panicError struct{ v any }
 
 func (p panicError) Error() string { return fmt.Sprintf("internal error: %v", p.v) }
 
-var errCancelled = errors.New("cancelled through " + jobs.SubjectCancel + "ID")
 
 func isImageError(err error) bool {
 	var ie errImage
