@@ -22,8 +22,8 @@
 //	  |                                         |  /proc, /dev, loopback, hostname
 //	  | <-- ready | error{step,errno} --------- |
 //	  | --- spawn{argv,env,cwd,rlimits}         |
-//	  |     + fds [stdin, stdout, stderr] ----> |  clone(CLONE_VM|CLONE_VFORK|
-//	  | <-- started{pid} | error{step,errno} -- |   CLONE_NEWNS|CLONE_NEWIPC)
+//	  |     + fds [stdin, stdout, stderr] ----> |  clone(CLONE_VM|CLONE_VFORK),
+//	  | <-- started{pid} | error{step,errno} -- |  setns into the layer's ns
 //	  | --- kill (wall limit, output cap) ----> |  kill(-1, SIGKILL)
 //	  | <-- exited{status,wall} --------------- |  main process gone, rest
 //	  |                                         |  killed, all reaped
@@ -42,9 +42,10 @@
 //	/root         the overlay: the job's root, with /proc, /dev, /dev/shm
 //	/proc, /dev   instances bound into each new job root
 //
-// Each job process is cloned into a new mount namespace and pivots into
-// /root, so it never sees the stage. A reset replaces /rw and /root; each
-// process also gets a fresh IPC namespace.
+// Each writable layer gets its own mount namespace, pivoted into /root, and
+// IPC namespace, made by a short-lived child at the reset and kept by fd;
+// every job process joins both (setns), so it never sees the stage. A reset
+// replaces /rw, /root and both namespaces.
 //
 // # The job's process
 //

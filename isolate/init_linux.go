@@ -60,7 +60,7 @@ func RunInit() {
 		fmt.Fprintf(os.Stderr, "corral-init: control socket: %v\n", err)
 		os.Exit(1)
 	}
-	in := &initProc{conn: c.(*net.UnixConn), buf: make([]byte, maxMessage), landlock: -1}
+	in := &initProc{conn: c.(*net.UnixConn), buf: make([]byte, maxMessage), landlock: -1, mntNS: -1, ipcNS: -1}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
 		os.Exit(1)
@@ -78,6 +78,9 @@ type initProc struct {
 	// flags to restrict with; made again with each writable layer.
 	landlock      int
 	landlockFlags uint32
+	// mntNS and ipcNS are the current writable layer's namespaces, which
+	// every job process joins (-1: none yet).
+	mntNS, ipcNS C.int
 	// seccomp holds each profile's program in C memory, for the child.
 	seccomp map[SeccompProfile]*C.struct_sock_fprog
 }
@@ -421,6 +424,20 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 	if err := unix.Mount("corral-shm", stageRoot+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, shm); err != nil {
 		return "mount-shm", err
 	}
+	// The layer's own mount and IPC namespaces, made once: job processes
+	// join them instead of each copying the mount table.
+	if in.mntNS >= 0 {
+		unix.Close(int(in.mntNS))
+		unix.Close(int(in.ipcNS))
+		in.mntNS, in.ipcNS = -1, -1
+	}
+	croot := C.CString(stageRoot)
+	rc := C.corral_layer_ns(croot, &in.mntNS, &in.ipcNS)
+	C.free(unsafe.Pointer(croot))
+	if rc < 0 {
+		in.mntNS, in.ipcNS = -1, -1
+		return "layer-namespaces", unix.Errno(-rc)
+	}
 	if in.landlock >= 0 {
 		unix.Close(in.landlock)
 	}
@@ -499,6 +516,8 @@ func (in *initProc) spawn(req *spawnReq, fds []int) error {
 	}
 	s.search_path = cstr(path)
 	s.root = cstr(stageRoot)
+	s.mnt_fd = in.mntNS
+	s.ipc_fd = in.ipcNS
 	s.cwd = cstr(req.Cwd)
 	for i := 0; i < 3; i++ {
 		s.stdio[i] = C.int(fds[i])

@@ -303,10 +303,22 @@ func TestNothingSurvivesReset(t *testing.T) {
 		if err != nil || res.Status != jobs.StatusOK || !strings.Contains(res.Stdout, "present") {
 			t.Fatalf("creating SysV shm: %v %+v", err, res)
 		}
-		// Even the next process of the same job gets a fresh IPC namespace.
+		// The steps of one job share their IPC namespace, as they share
+		// files...
 		res = run(t, sb, jobs.Limits{}, "/tmp/shm", "check")
-		if !strings.Contains(res.Stdout, "absent") {
-			t.Fatalf("SysV shm seen by the next process: %q %q", res.Stdout, res.Stderr)
+		if !strings.Contains(res.Stdout, "present") {
+			t.Fatalf("SysV shm of the job's first step not seen by its next: %q %q", res.Stdout, res.Stderr)
+		}
+		// ...the next job gets a fresh one.
+		if err := sb.Reset(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+		res, err = sb.Run(context.Background(), Process{
+			Argv: []string{"sh", "-c", "cat > /tmp/shm && chmod +x /tmp/shm && /tmp/shm check"},
+			Env:  DefaultEnv, Stdin: data,
+		})
+		if err != nil || !strings.Contains(res.Stdout, "absent") {
+			t.Fatalf("SysV shm seen by the next job: %v %+v", err, res)
 		}
 	}
 	r := run(t, sb, jobs.Limits{}, "sh", "-c", "echo a > /tmp/a && echo b > /work/b && echo c > /dev/shm/c && mkdir -p /etc/x 2>/dev/null; touch /bin/evil 2>/dev/null; ls /tmp /work /dev/shm")

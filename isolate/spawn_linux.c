@@ -6,7 +6,7 @@
 // caller's struct. Privileges are dropped in a fixed order:
 //
 //   signals to default, own session, job cgroup, cgroup namespace,
-//   pivot_root into the job's root, cwd, stdio, rlimits, bounding set and
+//   the writable layer's mount and IPC namespaces (setns), cwd, stdio, rlimits, bounding set and
 //   securebits, uid/gid (drops the effective and permitted sets), clear
 //   inheritable and ambient, no_new_privs, Landlock, close every other fd,
 //   unblock signals, seccomp (last), exec.
@@ -23,6 +23,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <linux/capability.h>
 #include <linux/securebits.h>
@@ -131,12 +132,11 @@ static int child(void *arg) {
 	if (s->nprocs_fds > 0 && syscall(SYS_unshare, CLONE_NEWCGROUP) < 0)
 		return fail(s, CORRAL_STEP_CGROUPNS, errno);
 
-	// The child has its own mount namespace (CLONE_NEWNS): pivot into the
-	// job's root and drop the init's view entirely.
-	if (syscall(SYS_chdir, s->root) < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
-	if (syscall(SYS_pivot_root, ".", ".") < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
-	if (syscall(SYS_umount2, ".", MNT_DETACH) < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
-	if (syscall(SYS_chdir, "/") < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
+	// Join the writable layer's mount namespace, already pivoted into the
+	// job root (setns resets root and cwd to it: the init's view is gone),
+	// and its IPC namespace.
+	if (syscall(SYS_setns, s->mnt_fd, CLONE_NEWNS) < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
+	if (syscall(SYS_setns, s->ipc_fd, CLONE_NEWIPC) < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
 	if (syscall(SYS_chdir, s->cwd) < 0) return fail(s, CORRAL_STEP_CWD, errno);
 
 	for (int i = 0; i < 3; i++) {
@@ -209,9 +209,60 @@ int corral_spawn_run(struct corral_spawn *s) {
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	int pid = clone(child, child_stack + STACK_SIZE,
-	                CLONE_VM | CLONE_VFORK | CLONE_NEWNS | CLONE_NEWIPC | SIGCHLD, s);
+	                CLONE_VM | CLONE_VFORK | SIGCHLD, s);
 	int err = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (pid < 0) return -err;
 	return pid;
+}
+
+struct layer_args {
+	const char *root;
+	int mnt_fd, ipc_fd, err;
+};
+
+// layer_child runs in new mount and IPC namespaces, sharing the caller's
+// memory and fd table: it pivots into the job root and opens both
+// namespaces for the caller, then exits.
+static int layer_child(void *arg) {
+	struct layer_args *a = arg;
+	if (syscall(SYS_chdir, a->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
+	    syscall(SYS_umount2, ".", MNT_DETACH) < 0 || syscall(SYS_chdir, "/") < 0) {
+		a->err = errno;
+		syscall(SYS_exit, 0);
+	}
+	a->mnt_fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	a->ipc_fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
+	if (a->mnt_fd < 0 || a->ipc_fd < 0) a->err = errno;
+	syscall(SYS_exit, 0);
+	return 0;
+}
+
+int corral_layer_ns(const char *root, int *mnt_fd, int *ipc_fd) {
+	if (!child_stack) {
+		void *p = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+		if (p == MAP_FAILED) return -errno;
+		child_stack = p;
+	}
+	struct layer_args a = {root, -1, -1, 0};
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	// No SIGCHLD: the init's reaper never sees this child; __WCLONE reaps it.
+	int pid = clone(layer_child, child_stack + STACK_SIZE,
+	                CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNS | CLONE_NEWIPC, &a);
+	int err = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (pid < 0) return -err;
+	int status;
+	while (waitpid(pid, &status, __WCLONE) < 0 && errno == EINTR) {}
+	if (a.err) {
+		if (a.mnt_fd >= 0) close(a.mnt_fd);
+		if (a.ipc_fd >= 0) close(a.ipc_fd);
+		return -a.err;
+	}
+	*mnt_fd = a.mnt_fd;
+	*ipc_fd = a.ipc_fd;
+	return 0;
 }

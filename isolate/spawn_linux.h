@@ -39,7 +39,8 @@ struct corral_spawn {
 	char *const *argv;
 	char *const *envp;
 	const char *search_path; // PATH of the job's environment
-	const char *root;        // directory the child pivots into ("/root")
+	const char *root;        // the job root as the init sees it ("/root")
+	int mnt_fd, ipc_fd;      // the writable layer's mount and IPC namespaces
 	const char *cwd;         // working directory inside the new root
 	int stdio[3];            // fds that become 0, 1, 2
 	int procs_fds[CORRAL_MAX_PROCS_FDS]; // cgroup.procs files of the job cgroup
@@ -55,6 +56,11 @@ struct corral_spawn {
 	int err_step;
 	int err_no;
 };
+
+// corral_layer_ns makes the mount and IPC namespaces of a new writable
+// layer: a short-lived child pivots into root in new namespaces and opens
+// them; their fds land in the caller's table. Returns 0 or -errno.
+int corral_layer_ns(const char *root, int *mnt_fd, int *ipc_fd);
 
 // corral_spawn_run clones the child with CLONE_VM|CLONE_VFORK (the caller is
 // suspended until the child execs or exits) into a new mount and IPC
