@@ -472,7 +472,7 @@ func killAll() { _ = unix.Kill(-1, unix.SIGKILL) }
 
 // Names of the C child's steps (enum corral_step).
 var childSteps = [...]string{
-	"", "setsid", "cgroup", "cgroupns", "pivot_root", "cwd", "stdio", "rlimit",
+	"", "setsid", "cgroup", "cgroupns", "namespaces", "cwd", "stdio", "rlimit",
 	"capabilities", "securebits", "credentials", "no_new_privs", "landlock",
 	"close-fds", "seccomp", "exec", "clone",
 }

@@ -117,9 +117,6 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 			res.SetStderr([]byte(fmt.Sprintf("corral: exec %q: %v\n", p.Argv[0], ie.Errno)))
 			return res, nil
 		}
-		if errors.As(err, &ie) && ie.Step == "pivot_root" && ie.Errno == unix.ENOENT {
-			return nil, s.fail(err)
-		}
 		if errors.As(err, &ie) && ie.Step == "cwd" {
 			res.Status = jobs.StatusNonzeroExit
 			res.ExitCode = 126

@@ -135,8 +135,8 @@ static int child(void *arg) {
 	// Join the writable layer's mount namespace, already pivoted into the
 	// job root (setns resets root and cwd to it: the init's view is gone),
 	// and its IPC namespace.
-	if (syscall(SYS_setns, s->mnt_fd, CLONE_NEWNS) < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
-	if (syscall(SYS_setns, s->ipc_fd, CLONE_NEWIPC) < 0) return fail(s, CORRAL_STEP_PIVOT_ROOT, errno);
+	if (syscall(SYS_setns, s->mnt_fd, CLONE_NEWNS) < 0) return fail(s, CORRAL_STEP_NAMESPACES, errno);
+	if (syscall(SYS_setns, s->ipc_fd, CLONE_NEWIPC) < 0) return fail(s, CORRAL_STEP_NAMESPACES, errno);
 	if (syscall(SYS_chdir, s->cwd) < 0) return fail(s, CORRAL_STEP_CWD, errno);
 
 	for (int i = 0; i < 3; i++) {
