@@ -667,7 +667,7 @@ func (w *Worker) finish(log *zap.Logger, msg jetstream.Msg, res *jobs.Result, re
 	if err != nil {
 		log.Warn("ack", zap.Error(err))
 	}
-	log.Info("job done", zap.String("status", string(res.Status)), zap.Float64("queue_ms", res.Timing.QueueMs))
+	log.Debug("job done", zap.String("status", string(res.Status)), zap.Float64("queue_ms", res.Timing.QueueMs))
 }
 
 // publish sends a result to its subject: through JetStream when a stream
