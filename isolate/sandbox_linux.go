@@ -31,6 +31,7 @@ type Sandbox struct {
 	disk  int64
 
 	mu     sync.Mutex // serialises use of the control socket's request side
+	rbuf   []byte     // receive buffer of recv
 	broken error      // set when the init is gone or out of step
 	done   chan struct{}
 	closed bool
@@ -221,7 +222,11 @@ func (s *Sandbox) recvFds() (*message, []int, error) {
 
 // recv reads the init's next message.
 func (s *Sandbox) recv() (*message, error) {
-	buf := make([]byte, 64<<10)
+	// One reader at a time (requests are serialised), so one buffer.
+	if s.rbuf == nil {
+		s.rbuf = make([]byte, 64<<10)
+	}
+	buf := s.rbuf
 	n, err := s.conn.Read(buf)
 	if err != nil || n == 0 {
 		if err == nil {
