@@ -123,19 +123,25 @@ Examples:
 	}
 	res.Name = "step-1" // the protocol's name for an unnamed first step
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			return err
-		}
-		if res.Status != jobs.StatusOK {
-			return exitError{1}
-		}
-		return nil
+		return printJSON(res, res.Status == jobs.StatusOK)
 	}
 	code := printStep(res, true)
 	if code != 0 {
 		return exitError{code}
+	}
+	return nil
+}
+
+// printJSON prints v as indented JSON on stdout; the command then exits 0
+// when ok, else 1.
+func printJSON(v any, ok bool) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	if !ok {
+		return exitError{1}
 	}
 	return nil
 }

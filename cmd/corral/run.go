@@ -242,15 +242,7 @@ Examples:
 	}
 
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			return err
-		}
-		if res.Status != jobs.StatusOK {
-			return exitError{1}
-		}
-		return nil
+		return printJSON(res, res.Status == jobs.StatusOK)
 	}
 
 	collectErr := writeCollected(ctx, nc, res.Files)
