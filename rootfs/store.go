@@ -10,9 +10,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -128,6 +130,22 @@ func RunDir(dataDir string) string {
 // Its methods are safe for concurrent use, also by several processes.
 type Store struct {
 	dir string
+
+	// manifests caches decoded manifests by name, each with the identity
+	// of the file it was read from: a job's lookup costs one stat while
+	// the manifest is unchanged (it is replaced by rename, never edited).
+	mu        sync.Mutex
+	manifests map[string]cachedManifest
+}
+
+type cachedManifest struct {
+	fi  fs.FileInfo
+	img Image
+}
+
+// sameVersion reports whether a and b describe the same version of a file.
+func sameVersion(a, b fs.FileInfo) bool {
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
 // OpenStore opens the image store of dataDir (DefaultDataDir when empty),
@@ -210,7 +228,39 @@ func (s *Store) Get(name string) (*Image, error) {
 // readManifest reads and checks the manifest of name, filling the layers'
 // paths.
 func (s *Store) readManifest(name string) (*Image, error) {
-	b, err := os.ReadFile(s.manifestPath(name))
+	path := s.manifestPath(name)
+	fi, err := os.Stat(path)
+	if err == nil {
+		s.mu.Lock()
+		c, ok := s.manifests[name]
+		s.mu.Unlock()
+		if ok && sameVersion(c.fi, fi) {
+			img := c.img
+			img.Layers = slices.Clone(c.img.Layers)
+			return &img, nil
+		}
+	}
+	img, err := s.decodeManifest(name, path)
+	if err != nil || fi == nil {
+		return img, err
+	}
+	// Keep it only if the file did not change while it was read.
+	if again, err := os.Stat(path); err == nil && sameVersion(again, fi) {
+		c := cachedManifest{fi: fi, img: *img}
+		c.img.Layers = slices.Clone(img.Layers)
+		s.mu.Lock()
+		if s.manifests == nil {
+			s.manifests = make(map[string]cachedManifest)
+		}
+		s.manifests[name] = c
+		s.mu.Unlock()
+	}
+	return img, nil
+}
+
+// decodeManifest reads and checks the manifest at path.
+func (s *Store) decodeManifest(name, path string) (*Image, error) {
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrImageNotFound, name)
 	}

@@ -299,3 +299,53 @@ func TestRemove(t *testing.T) {
 		t.Errorf("List = %v, %v", list, err)
 	}
 }
+
+// Get caches manifests; a rebuild by another store (another process) and a
+// manifest edited in place are still seen, and callers cannot change the
+// cached copy.
+func TestGetCacheFollowsTheManifest(t *testing.T) {
+	tree := buildTree(t)
+	dir := t.TempDir()
+	worker, err := rootfs.OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	builder, err := rootfs.OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	first, err := builder.Build(ctx, "img", rootfs.BuildOptions{From: tree})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := worker.Get("img")
+	if err != nil || got.Digest != first.Digest {
+		t.Fatalf("Get = %v, %v", got, err)
+	}
+	got.Layers[0].Digest = "changed by the caller"
+	if again, err := worker.Get("img"); err != nil || again.Layers[0].Digest != first.Layers[0].Digest {
+		t.Fatalf("Get after the caller changed its copy = %v, %v", again, err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "etc", "motd"), []byte("rebuilt\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	second, err := builder.Build(ctx, "img", rootfs.BuildOptions{From: tree})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := worker.Get("img"); err != nil || got.Digest != second.Digest || got.Digest == first.Digest {
+		t.Fatalf("Get after a rebuild elsewhere = %v, %v; want digest %s", got, err, second.Digest)
+	}
+	// Damaged in place (same inode, other size): seen as corrupt.
+	manifest := filepath.Join(dir, "images", "img.json")
+	f, err := os.OpenFile(manifest, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("{")
+	f.Close()
+	if _, err := worker.Get("img"); !errors.Is(err, rootfs.ErrCorruptImage) {
+		t.Errorf("Get of a manifest damaged in place = %v", err)
+	}
+}

@@ -30,10 +30,15 @@ type Config struct {
 	Queues []QueueConfig
 	// Slots is how many jobs run at once. Default: one per CPU.
 	Slots int
+	// Spare is how many warm sandboxes beyond the slots are kept for the
+	// queues' default images, so that a job does not wait for the reset of
+	// the sandbox the previous job used. Default 1; negative: none.
+	Spare int
 	// Warm are warm sandboxes kept for images other than the queues'
 	// default images, image name → count.
 	Warm map[string]int
-	// Pool configures the sandboxes; Max defaults to Slots.
+	// Pool configures the sandboxes; Max defaults to Slots + Spare +
+	// WarmEgress + the Warm counts.
 	Pool PoolConfig
 	// Streams and Consumer configure JetStream (PROTOCOL.md defaults).
 	Streams  StreamConfig
@@ -68,8 +73,14 @@ func (c Config) WithDefaults() Config {
 	if c.Slots <= 0 {
 		c.Slots = runtime.NumCPU()
 	}
+	switch {
+	case c.Spare == 0:
+		c.Spare = 1
+	case c.Spare < 0:
+		c.Spare = 0
+	}
 	if c.Pool.Max <= 0 {
-		c.Pool.Max = c.Slots + c.WarmEgress
+		c.Pool.Max = c.Slots + c.Spare + c.WarmEgress
 		for _, n := range c.Warm {
 			c.Pool.Max += n
 		}
@@ -127,8 +138,11 @@ type Worker struct {
 	objs ObjectStore
 	log  *zap.Logger
 
-	slots   chan struct{} // one token per free slot
-	ackWait time.Duration // the shortest ack wait of the consumers
+	slots chan struct{} // one token per free slot
+	// finishing holds a token per job whose result is being published
+	// after its slot was freed.
+	finishing chan struct{}
+	ackWait   time.Duration // the shortest ack wait of the consumers
 	// maxDeliver is each queue's consumer's MaxDeliver, as in force.
 	maxDeliver map[string]int
 	cancels    *cancelRegistry
@@ -162,6 +176,7 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 	w := &Worker{
 		cfg: cfg, nc: nc, js: js, pool: pool, log: cfg.Log,
 		slots:      make(chan struct{}, cfg.Slots),
+		finishing:  make(chan struct{}, 2*cfg.Slots),
 		cancels:    newCancelRegistry(jobs.CancelMemory),
 		maxDeliver: map[string]int{},
 		stopping:   make(chan struct{}),
@@ -209,9 +224,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		consumers[i] = c
 	}
 	// Warm sandboxes before the first fetch: the queue's default images
-	// fill the slots, then the extra warm images.
+	// fill the slots and the spares, then the extra warm images.
 	warm := map[string]int{}
-	for i := 0; i < w.cfg.Slots; i++ {
+	for i := 0; i < w.cfg.Slots+w.cfg.Spare; i++ {
 		warm[w.cfg.Queues[i%len(w.cfg.Queues)].Image]++
 	}
 	for img, n := range w.cfg.Warm {
@@ -318,9 +333,11 @@ func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
 			w.running.Add(1)
 			go func() {
 				defer w.running.Done()
-				defer w.release(1)
+				var once sync.Once
+				free := func() { once.Do(func() { w.release(1) }) }
+				defer free()
 				defer w.recoverJob(q, msg)
-				w.handle(q, msg)
+				w.handle(q, msg, free)
 			}()
 		}
 		w.release(n)
@@ -336,8 +353,10 @@ func (w *Worker) release(n int) {
 	}
 }
 
-// handle runs one job message to its acknowledged result.
-func (w *Worker) handle(q QueueConfig, msg jetstream.Msg) {
+// handle runs one job message to its acknowledged result. It calls
+// freeSlot once the job's processes are done: the result is published and
+// the message acked while the slot already runs the next job.
+func (w *Worker) handle(q QueueConfig, msg jetstream.Msg, freeSlot func()) {
 	received := time.Now()
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -383,6 +402,12 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg) {
 	outcome, healthy, runErr := w.run(ctx, q, job, res, log)
 	hbStop()
 	res.Timing.FinishedAt = time.Now()
+	// The sandbox is back in the pool: let the slot take the next job
+	// while this one's result goes out, but never let more results than
+	// that wait for the server.
+	w.finishing <- struct{}{}
+	defer func() { <-w.finishing }()
+	freeSlot()
 
 	if context.Cause(ctx) == errShutdown {
 		// Stopped mid-job: hand it back for another worker, no result.
@@ -430,7 +455,6 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg) {
 type panicError struct{ v any }
 
 func (p panicError) Error() string { return fmt.Sprintf("internal error: %v", p.v) }
-
 
 func isImageError(err error) bool {
 	var ie errImage
@@ -627,23 +651,30 @@ func (w *Worker) liveOutput(id string) func(step, stream string, p []byte) {
 }
 
 // heartbeat keeps the job message alive while it runs, whatever its wall
-// limit.
+// limit. A timer rather than a goroutine: most jobs end before it fires.
 func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
 	every := w.ackWait / 3
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		_ = msg.InProgress()
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t.Reset(every)
 		}
-	}()
-	return func() { close(done) }
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // finish publishes the result, waits for the server to have it, then

@@ -186,7 +186,9 @@ vfork+exec loop of /bin/true with the same parallelism, for comparison.`)
 
 	if *floor {
 		runs := min(*nJobs, benchFloorCap)
-		threads := *slots
+		// The same parallelism as the jobs had: never more runners than
+		// jobs in flight (one job in flight is compared with one runner).
+		threads := min(*slots, *inflight)
 		if progress {
 			fmt.Fprintf(os.Stderr, "floor: %d vfork+exec runs in %d threads, then os/exec\n", runs, threads)
 		}
