@@ -27,6 +27,7 @@ type workerFlags struct {
 	data    *string
 	queues  listFlag
 	slots   *int
+	spare   *int
 	image   *string
 	config  *string
 	warm    listFlag
@@ -48,6 +49,7 @@ func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
 	wf.data = fs.String("data", defaultDataDir, "data directory: images, mount points (and, for up, the JetStream store)")
 	fs.Var(&wf.queues, "queue", "queue to serve (repeatable; default: the config file's queues, else \"default\")")
 	wf.slots = fs.Int("slots", 0, "jobs run at once, each in a warm sandbox (default: one per CPU)")
+	wf.spare = fs.Int("spare", 0, "warm sandboxes kept beyond the slots, so a job never waits for the last one's reset (default 1; -1: none)")
 	wf.image = fs.String("image", "", "default image of the queues (default \"default\")")
 	wf.config = fs.String("config", "", "worker config file (JSON; see docs/worker.md); flags override it")
 	fs.Var(&wf.warm, "warm", "keep N warm sandboxes of another image, IMAGE=N (repeatable)")
@@ -75,6 +77,7 @@ type fileConfig struct {
 		ReplyPrefixes []string    `json:"reply_prefixes"`
 	} `json:"queues"`
 	Slots int            `json:"slots"`
+	Spare int            `json:"spare"`
 	Warm  map[string]int `json:"warm"`
 	// Consumer settings of every queue's consumer (used when the worker
 	// creates it): ack_wait_ms, max_deliver, max_ack_pending.
@@ -111,6 +114,7 @@ func (wf *workerFlags) workerConfig(log *zap.Logger) (worker.Config, error) {
 			})
 		}
 		cfg.Slots = fc.Slots
+		cfg.Spare = fc.Spare
 		cfg.Warm = fc.Warm
 		cfg.Consumer = worker.ConsumerConfig{
 			AckWait:       time.Duration(fc.Consumer.AckWaitMs) * time.Millisecond,
@@ -143,6 +147,9 @@ func (wf *workerFlags) workerConfig(log *zap.Logger) (worker.Config, error) {
 		for i := range cfg.Queues {
 			cfg.Queues[i].Image = *wf.image
 		}
+	}
+	if *wf.spare != 0 {
+		cfg.Spare = *wf.spare
 	}
 	if *wf.slots > 0 {
 		cfg.Slots = *wf.slots
