@@ -260,6 +260,13 @@ func TestJobNotRootOnHost(t *testing.T) {
 				t.Errorf("%s %s, want none", f[0], f[1])
 			}
 		}
+		// Nothing of the init's signal handling leaks into the job: no
+		// handler, nothing ignored or blocked.
+		if f := strings.Fields(line); len(f) == 2 && (f[0] == "SigBlk:" || f[0] == "SigIgn:" || f[0] == "SigCgt:") {
+			if f[1] != "0000000000000000" {
+				t.Errorf("%s %s, want none", f[0], f[1])
+			}
+		}
 		if f := strings.Fields(line); len(f) == 2 && f[0] == "NoNewPrivs:" && f[1] != "1" {
 			t.Errorf("no_new_privs not set")
 		}

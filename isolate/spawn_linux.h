@@ -55,6 +55,11 @@ struct corral_spawn {
 	// Out: where the setup failed (step 0: it did not).
 	int err_step;
 	int err_no;
+	// Set by corral_spawn_run for the child: the kernel already reset
+	// the signal handlers (clone3 CLONE_CLEAR_SIGHAND), the caller's
+	// bounding set is already empty.
+	int sighand_cleared;
+	int bset_empty;
 };
 
 // corral_layer_ns makes the mount and IPC namespaces of a new writable
