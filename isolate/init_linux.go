@@ -14,8 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -46,21 +44,48 @@ const (
 // maxMessage bounds one protocol packet (argv and env included).
 const maxMessage = 4 << 20
 
+// While a job runs the init reaps at least every reapIntervalMs: until then
+// an orphan that exited (a setsid'd or double-forked process, re-parented to
+// the init) is a zombie, counted by the pids limit. The main process wakes
+// the init at once (its pidfd); for orphans the interval doubles while
+// nothing is reaped, up to reapIntervalMaxMs, so that a long job does not
+// wake the init a hundred times a second, and is short again after a reap.
+const (
+	reapIntervalMs    = 10
+	reapIntervalMaxMs = 160
+)
+
+// yieldEvery bounds how long the init's goroutine runs without passing
+// through the scheduler (see initProc.yield).
+const yieldEvery = 5 * time.Millisecond
+
 // RunInit is the sandbox init's main. It never returns.
+//
+// The init is one goroutine on one locked thread: a loop that polls the
+// control socket and, while a job runs, a pidfd of the job's main process,
+// reaping as it goes. It uses no netpoller and hands nothing to other
+// goroutines, so a job costs it little more than its own system calls.
 func RunInit() {
+	// Two Ps for one goroutine: with a single P the runtime's sysmon
+	// takes the P away from every system call that spans two of its
+	// ticks (the clone that waits for the child's exec, the poll while a
+	// job runs), and each hand-off sets it polling every 20 µs again: that
+	// churn cost about as much CPU per job as the init's own work. With an
+	// idle P it leaves calls shorter than 10 ms alone. The second P stays
+	// idle: nothing else runs.
+	runtime.GOMAXPROCS(2)
 	runtime.LockOSThread()
 	// The job must not read the init's memory or fds through /proc/1.
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&[]byte("corral-init\x00")[0])), 0, 0, 0)
 	unix.Close(initExeFd)
-	f := os.NewFile(initSockFd, "control")
-	c, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
+	// Blocking calls on the socket: the loop has nothing else to do.
+	unix.CloseOnExec(initSockFd)
+	if err := unix.SetNonblock(initSockFd, false); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: control socket: %v\n", err)
 		os.Exit(1)
 	}
-	in := &initProc{conn: c.(*net.UnixConn), buf: make([]byte, maxMessage), landlock: -1, mntNS: -1, ipcNS: -1}
+	in := &initProc{sock: initSockFd, buf: make([]byte, maxMessage), landlock: -1, mntNS: -1, ipcNS: -1}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
 		os.Exit(1)
@@ -69,7 +94,7 @@ func RunInit() {
 }
 
 type initProc struct {
-	conn  *net.UnixConn
+	sock  int // the control socket (SOCK_SEQPACKET)
 	buf   []byte
 	oob   [256]byte
 	cfg   initConfig
@@ -83,6 +108,19 @@ type initProc struct {
 	mntNS, ipcNS C.int
 	// seccomp holds each profile's program in C memory, for the child.
 	seccomp map[SeccompProfile]*C.struct_sock_fprog
+	// job is the running job's main process (pid 0: no job runs).
+	job runningJob
+	// yielded is when the goroutine last went through the scheduler.
+	yielded time.Time
+}
+
+// runningJob is a job's main process, from its spawn until it is reaped.
+type runningJob struct {
+	pid   int
+	pidfd int       // readable once it exits; -1: none, the periodic reap finds it
+	start time.Time // just before the clone
+	// reapMs is the poll's timeout: how late an orphan may be reaped.
+	reapMs int
 }
 
 func (in *initProc) send(m *message) error { return in.sendFds(m, nil) }
@@ -97,8 +135,16 @@ func (in *initProc) sendFds(m *message, fds []int) error {
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	_, _, err = in.conn.WriteMsgUnix(b, oob, nil)
-	return err
+	for {
+		err = unix.Sendmsg(in.sock, b, oob, nil, unix.MSG_NOSIGNAL)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("send %s: %w", m.Kind, err)
+	}
+	return nil
 }
 
 func (in *initProc) fail(step string, err error) error {
@@ -110,14 +156,18 @@ func (in *initProc) fail(step string, err error) error {
 	return in.send(&message{Kind: msgError, Err: ie})
 }
 
-// recv reads one message and the fds it carries.
+// recv reads one message and the fds it carries. It blocks until one comes.
 func (in *initProc) recv() (*message, []int, error) {
-	n, oobn, _, _, err := in.conn.ReadMsgUnix(in.buf, in.oob[:])
-	if errors.Is(err, io.EOF) {
-		return nil, nil, errEOF
+	var n, oobn, flags int
+	var err error
+	for {
+		n, oobn, flags, _, err = unix.Recvmsg(in.sock, in.buf, in.oob[:], unix.MSG_CMSG_CLOEXEC)
+		if err != unix.EINTR {
+			break
+		}
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("receive: %w", err)
 	}
 	var fds []int
 	if oobn > 0 {
@@ -132,6 +182,12 @@ func (in *initProc) recv() (*message, []int, error) {
 			}
 			fds = append(fds, got...)
 		}
+	}
+	// A packet cut short (past maxMessage, or more fds than oob holds)
+	// is never acted on.
+	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+		closeAll(fds)
+		return nil, nil, fmt.Errorf("bad message: truncated (flags %#x)", flags)
 	}
 	if n == 0 {
 		closeAll(fds)
@@ -187,6 +243,10 @@ func (in *initProc) serve() error {
 		return err
 	}
 	for {
+		in.yield()
+		if err := in.await(); err != nil {
+			return err
+		}
 		m, fds, err := in.recv()
 		if err == errEOF {
 			return nil
@@ -196,6 +256,11 @@ func (in *initProc) serve() error {
 		}
 		switch m.Kind {
 		case msgSpawn:
+			if in.job.pid != 0 {
+				closeAll(fds)
+				err = in.fail("protocol", errors.New("spawn while a job runs"))
+				break
+			}
 			err = in.spawn(m.Spawn, fds)
 		case msgPut:
 			err = in.put(m.Put, fds)
@@ -477,7 +542,7 @@ var childSteps = [...]string{
 	"close-fds", "seccomp", "exec", "clone",
 }
 
-// spawn starts a job process and, in the background, waits for it.
+// spawn starts a job process; the serve loop waits for it (see await).
 func (in *initProc) spawn(req *spawnReq, fds []int) error {
 	defer closeAll(fds)
 	if req == nil || len(fds) != 3 || len(req.Argv) == 0 {
@@ -563,37 +628,107 @@ func (in *initProc) spawn(req *spawnReq, fds []int) error {
 		killAll()
 		return err
 	}
-	go in.reap(pid, start)
+	// Without a pidfd (it cannot fail but for lack of fds) the periodic
+	// reap still finds the main process, up to reapIntervalMaxMs late.
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		pidfd = -1
+	}
+	in.job = runningJob{pid: pid, pidfd: pidfd, start: start, reapMs: reapIntervalMs}
 	return nil
 }
 
-// reap waits for the job's main process, then kills and reaps everything
-// else in the sandbox (setsid'd orphans included: they are the init's
-// children now) and reports the main process's status.
-func (in *initProc) reap(pid int, start time.Time) {
-	var rep exitReport
-	for {
-		var ws unix.WaitStatus
-		got, err := unix.Wait4(-1, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
+// await returns once the control socket has something to read (or hung
+// up). While a job runs it reaps as it waits: the main process as soon as
+// it exits (its pidfd wakes the poll), orphans every reapIntervalMs to
+// reapIntervalMaxMs. With no job it returns at once: recv blocks instead.
+func (in *initProc) await() error {
+	pfd := [2]unix.PollFd{{Fd: int32(in.sock), Events: unix.POLLIN}}
+	for in.job.pid != 0 {
+		n := 1
+		if in.job.pidfd >= 0 {
+			pfd[1] = unix.PollFd{Fd: int32(in.job.pidfd), Events: unix.POLLIN}
+			n = 2
 		}
-		if err != nil { // ECHILD: nothing is left
+		pfd[0].Revents = 0
+		in.yield()
+		ready, err := unix.Poll(pfd[:n], in.job.reapMs)
+		if err != nil && err != unix.EINTR {
+			return fmt.Errorf("poll: %w", err)
+		}
+		reaped, err := in.reap()
+		if err != nil {
+			return err
+		}
+		switch {
+		case reaped:
+			in.job.reapMs = reapIntervalMs
+		case ready == 0:
+			in.job.reapMs = min(2*in.job.reapMs, reapIntervalMaxMs)
+		}
+		if pfd[0].Revents != 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+// yield passes through the scheduler when the goroutine has not for
+// yieldEvery. Sysmon preempts a goroutine that ran 10 ms without doing so,
+// and when that goroutine sits in a system call it takes its P away (and
+// polls every 20 µs for a while after): the init's one goroutine never
+// blocks in Go, so it would meet that on every long poll. A locked
+// goroutine's yield costs two thread switches; once per yieldEvery at
+// most.
+func (in *initProc) yield() {
+	if now := time.Now(); now.Sub(in.yielded) >= yieldEvery {
+		runtime.Gosched()
+		in.yielded = now
+	}
+}
+
+// reap reaps, without waiting, every process of the sandbox that exited.
+// When that includes the job's main process, it ends the job (see finish).
+// It reports whether it reaped anything.
+func (in *initProc) reap() (reaped bool, err error) {
+	for in.job.pid != 0 {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		switch {
+		case err == unix.EINTR:
+		case err != nil: // ECHILD: nothing is left (not even the main process)
+			return true, in.finish(exitReport{})
+		case got == in.job.pid:
+			return true, in.finish(exitReport{WaitStatus: uint32(ws), WallNs: int64(time.Since(in.job.start))})
+		case got <= 0: // the rest still runs
+			return reaped, nil
+		default:
+			reaped = true
+		}
+	}
+	return reaped, nil
+}
+
+// finish ends the job once its main process is reaped: nothing else may
+// run on. It kills and reaps everything left in the sandbox (setsid'd
+// orphans included: they are the init's children now), and only then
+// reports the main process's status.
+func (in *initProc) finish(rep exitReport) error {
+	for {
+		// Again after each reap: a process forked during the kill is
+		// caught by the next round.
+		killAll()
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(-1, &ws, 0, nil)
+		if err != nil && err != unix.EINTR { // ECHILD: nothing is left
 			break
 		}
-		if got == pid {
-			rep.WaitStatus = uint32(ws)
-			rep.WallNs = int64(time.Since(start))
-		}
-		// Once the main process is gone, nothing else may run on; a
-		// process forked during the kill is caught by the next round.
-		if rep.WallNs != 0 {
-			killAll()
-		}
 	}
-	if err := in.send(&message{Kind: msgExited, Exit: &rep}); err != nil {
-		os.Exit(1)
+	if in.job.pidfd >= 0 {
+		unix.Close(in.job.pidfd)
 	}
+	in.job = runningJob{}
+	return in.send(&message{Kind: msgExited, Exit: &rep})
 }
 
 func underlyingErrno(err error) (unix.Errno, bool) {
