@@ -14,14 +14,18 @@
 //
 // The parent and the init talk over a SOCK_SEQPACKET unix socket pair (fd 4 in
 // the init): one JSON [message] per packet, file descriptors passed with
-// SCM_RIGHTS. The init's stderr is its log channel; errors are structured
-// replies ([InitError] names the step that failed).
+// SCM_RIGHTS, except for the two requests on every job's path: spawn and
+// kill are binary packets (struct corral_spawn_pkt in spawn_linux.h) that
+// the init serves without leaving C (loop_linux.c) — it also reaps there and
+// writes the started, exited and error replies itself. Go handles the rest
+// between two calls of that loop. The init's stderr is its log channel;
+// errors are structured replies ([InitError] names the step that failed).
 //
 //	parent                                   init (pid 1)
 //	  | --- config ---------------------------> |  mounts the stage, pivot_root,
 //	  |                                         |  /proc, /dev, loopback, hostname
 //	  | <-- ready | error{step,errno} --------- |
-//	  | --- spawn{argv,env,cwd,rlimits}         |
+//	  | --- spawn packet {argv,env,cwd,rlimits} |
 //	  |     + fds [stdin, stdout, stderr] ----> |  clone(CLONE_VM|CLONE_VFORK),
 //	  | <-- started{pid} | error{step,errno} -- |  setns into the layer's ns
 //	  | --- kill (wall limit, output cap) ----> |  kill(-1, SIGKILL)
@@ -50,8 +54,9 @@
 // # The job's process
 //
 // Between clone and exec the child runs C code with raw system calls only
-// (spawn_linux.c): own session, job cgroup and cgroup namespace, pivot_root,
-// stdio, rlimits, empty capability sets with locked securebits, the job's
+// (spawn_linux.c): signal handlers reset (clone3 CLONE_CLEAR_SIGHAND), own
+// session, job cgroup and cgroup namespace, the layer's mount and IPC
+// namespaces (setns), stdio, rlimits, empty capability sets with locked securebits, the job's
 // uid and gid, no_new_privs, Landlock, every other fd closed, seccomp last,
 // exec.
 package isolate

@@ -12,14 +12,12 @@ import "C"
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -44,36 +42,16 @@ const (
 // maxMessage bounds one protocol packet (argv and env included).
 const maxMessage = 4 << 20
 
-// While a job runs the init reaps at least every reapIntervalMs: until then
-// an orphan that exited (a setsid'd or double-forked process, re-parented to
-// the init) is a zombie, counted by the pids limit. The main process wakes
-// the init at once (its pidfd); for orphans the interval doubles while
-// nothing is reaped, up to reapIntervalMaxMs, so that a long job does not
-// wake the init a hundred times a second, and is short again after a reap.
-const (
-	reapIntervalMs    = 10
-	reapIntervalMaxMs = 160
-)
-
-// yieldEvery bounds how long the init's goroutine runs without passing
-// through the scheduler (see initProc.yield).
-const yieldEvery = 5 * time.Millisecond
-
 // RunInit is the sandbox init's main. It never returns.
 //
-// The init is one goroutine on one locked thread: a loop that polls the
-// control socket and, while a job runs, a pidfd of the job's main process,
-// reaping as it goes. It uses no netpoller and hands nothing to other
-// goroutines, so a job costs it little more than its own system calls.
+// The init is one goroutine on one locked thread. Its job path is C
+// (loop_linux.c): spawn and kill requests, the job's reaping and the replies
+// to them never enter Go, which handles only the other messages (reset,
+// put, collect) between two calls of corral_loop_run.
 func RunInit() {
-	// Two Ps for one goroutine: with a single P the runtime's sysmon
-	// takes the P away from every system call that spans two of its
-	// ticks (the clone that waits for the child's exec, the poll while a
-	// job runs), and each hand-off sets it polling every 20 µs again: that
-	// churn cost about as much CPU per job as the init's own work. With an
-	// idle P it leaves calls shorter than 10 ms alone. The second P stays
-	// idle: nothing else runs.
-	runtime.GOMAXPROCS(2)
+	// One P: while the loop runs in C the runtime takes it away once and
+	// then sleeps, rather than polling an idle P every few microseconds.
+	runtime.GOMAXPROCS(1)
 	runtime.LockOSThread()
 	// The job must not read the init's memory or fds through /proc/1.
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -85,7 +63,15 @@ func RunInit() {
 		fmt.Fprintf(os.Stderr, "corral-init: control socket: %v\n", err)
 		os.Exit(1)
 	}
-	in := &initProc{sock: initSockFd, buf: make([]byte, maxMessage), landlock: -1, mntNS: -1, ipcNS: -1}
+	loop := (*C.struct_corral_loop)(C.calloc(1, C.size_t(unsafe.Sizeof(C.struct_corral_loop{}))))
+	loop.sock = initSockFd
+	loop.buf = (*C.char)(C.malloc(maxMessage))
+	loop.cap = maxMessage
+	loop.pidfd = -1
+	loop.tmpl.landlock_fd = -1
+	loop.tmpl.mnt_fd = -1
+	loop.tmpl.ipc_fd = -1
+	in := &initProc{sock: initSockFd, loop: loop, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage), landlock: -1, mntNS: -1, ipcNS: -1}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
 		os.Exit(1)
@@ -93,12 +79,17 @@ func RunInit() {
 	os.Exit(0)
 }
 
+// The C loop's spawn packet is the one the parent encodes.
+const _ = uint(unsafe.Sizeof(C.struct_corral_spawn_pkt{}) - spawnPktHeader)
+const _ = uint(spawnPktHeader - unsafe.Sizeof(C.struct_corral_spawn_pkt{}))
+const _ = uint(C.CORRAL_NRLIMITS - maxRlimits)
+const _ = uint(maxRlimits - C.CORRAL_NRLIMITS)
+
 type initProc struct {
-	sock  int // the control socket (SOCK_SEQPACKET)
-	buf   []byte
-	oob   [256]byte
-	cfg   initConfig
-	procs []C.int
+	sock int // the control socket (SOCK_SEQPACKET)
+	loop *C.struct_corral_loop
+	buf  []byte // the loop's packet buffer (C memory)
+	cfg  initConfig
 	// landlock is the ruleset fd for job processes (-1: none) and the
 	// flags to restrict with; made again with each writable layer.
 	landlock      int
@@ -106,21 +97,6 @@ type initProc struct {
 	// mntNS and ipcNS are the current writable layer's namespaces, which
 	// every job process joins (-1: none yet).
 	mntNS, ipcNS C.int
-	// seccomp holds each profile's program in C memory, for the child.
-	seccomp map[SeccompProfile]*C.struct_sock_fprog
-	// job is the running job's main process (pid 0: no job runs).
-	job runningJob
-	// yielded is when the goroutine last went through the scheduler.
-	yielded time.Time
-}
-
-// runningJob is a job's main process, from its spawn until it is reaped.
-type runningJob struct {
-	pid   int
-	pidfd int       // readable once it exits; -1: none, the periodic reap finds it
-	start time.Time // just before the clone
-	// reapMs is the poll's timeout: how late an orphan may be reaped.
-	reapMs int
 }
 
 func (in *initProc) send(m *message) error { return in.sendFds(m, nil) }
@@ -156,43 +132,20 @@ func (in *initProc) fail(step string, err error) error {
 	return in.send(&message{Kind: msgError, Err: ie})
 }
 
-// recv reads one message and the fds it carries. It blocks until one comes.
+// recv runs the C loop until a message for Go arrives, and decodes it.
 func (in *initProc) recv() (*message, []int, error) {
-	var n, oobn, flags int
-	var err error
-	for {
-		n, oobn, flags, _, err = unix.Recvmsg(in.sock, in.buf, in.oob[:], unix.MSG_CMSG_CLOEXEC)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("receive: %w", err)
-	}
-	var fds []int
-	if oobn > 0 {
-		scms, err := unix.ParseSocketControlMessage(in.oob[:oobn])
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, scm := range scms {
-			got, err := unix.ParseUnixRights(&scm)
-			if err != nil {
-				return nil, nil, err
-			}
-			fds = append(fds, got...)
-		}
-	}
-	// A packet cut short (past maxMessage, or more fds than oob holds)
-	// is never acted on.
-	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
-		closeAll(fds)
-		return nil, nil, fmt.Errorf("bad message: truncated (flags %#x)", flags)
+	n := int(C.corral_loop_run(in.loop))
+	if n < 0 {
+		return nil, nil, fmt.Errorf("control socket: %w", unix.Errno(-n))
 	}
 	if n == 0 {
-		closeAll(fds)
 		return nil, nil, errEOF
 	}
+	fds := make([]int, int(in.loop.nfds))
+	for i := range fds {
+		fds[i] = int(in.loop.fds[i])
+	}
+	in.loop.nfds = 0
 	m := new(message)
 	if err := json.Unmarshal(in.buf[:n], m); err != nil {
 		closeAll(fds)
@@ -219,10 +172,16 @@ func (in *initProc) serve() error {
 		return fmt.Errorf("first message is %q, not config", m.Kind)
 	}
 	in.cfg = *m.Config
-	in.seccomp = make(map[SeccompProfile]*C.struct_sock_fprog)
+	// The C loop's fixed part of every spawn: the seccomp programs in C
+	// memory, the cgroup files, the credentials; the layer's namespaces
+	// and Landlock ruleset follow each reset (see mountJobRoot).
+	lp := in.loop
 	for name, prog := range in.cfg.Seccomp {
 		if len(prog) == 0 {
 			continue
+		}
+		if int(lp.nprofiles) == len(lp.profiles) {
+			return fmt.Errorf("more than %d seccomp profiles", len(lp.profiles))
 		}
 		size := C.size_t(len(prog)) * C.size_t(unsafe.Sizeof(prog[0]))
 		filter := C.malloc(size)
@@ -230,12 +189,21 @@ func (in *initProc) serve() error {
 		fp := (*C.struct_sock_fprog)(C.calloc(1, C.size_t(unsafe.Sizeof(C.struct_sock_fprog{}))))
 		fp.len = C.ushort(len(prog))
 		fp.filter = (*C.struct_sock_filter)(filter)
-		in.seccomp[name] = fp
+		lp.profile_names[lp.nprofiles] = C.CString(string(name))
+		lp.profiles[lp.nprofiles] = unsafe.Pointer(fp)
+		lp.nprofiles++
 	}
 	in.cfg.Seccomp = nil
-	for i := 0; i < in.cfg.ProcsFiles; i++ {
-		in.procs = append(in.procs, C.int(initProcsFd0+i))
+	if in.cfg.ProcsFiles > len(lp.tmpl.procs_fds) {
+		return fmt.Errorf("%d cgroup.procs files, at most %d", in.cfg.ProcsFiles, len(lp.tmpl.procs_fds))
 	}
+	for i := 0; i < in.cfg.ProcsFiles; i++ {
+		lp.tmpl.procs_fds[i] = C.int(initProcsFd0 + i)
+	}
+	lp.tmpl.nprocs_fds = C.int(in.cfg.ProcsFiles)
+	lp.tmpl.uid = C.uint32_t(in.cfg.UID)
+	lp.tmpl.gid = C.uint32_t(in.cfg.GID)
+	lp.tmpl.root = C.CString(stageRoot)
 	if step, err := in.setup(); err != nil {
 		return in.fail(step, err)
 	}
@@ -243,10 +211,6 @@ func (in *initProc) serve() error {
 		return err
 	}
 	for {
-		in.yield()
-		if err := in.await(); err != nil {
-			return err
-		}
 		m, fds, err := in.recv()
 		if err == errEOF {
 			return nil
@@ -255,13 +219,6 @@ func (in *initProc) serve() error {
 			return err
 		}
 		switch m.Kind {
-		case msgSpawn:
-			if in.job.pid != 0 {
-				closeAll(fds)
-				err = in.fail("protocol", errors.New("spawn while a job runs"))
-				break
-			}
-			err = in.spawn(m.Spawn, fds)
 		case msgPut:
 			err = in.put(m.Put, fds)
 		case msgCollect:
@@ -277,6 +234,7 @@ func (in *initProc) serve() error {
 				err = in.send(&message{Kind: msgReady})
 			}
 		default:
+			// Spawns come as binary packets, which the C loop serves.
 			closeAll(fds)
 			err = in.fail("protocol", fmt.Errorf("unknown message %q", m.Kind))
 		}
@@ -491,6 +449,8 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 	}
 	// The layer's own mount and IPC namespaces, made once: job processes
 	// join them instead of each copying the mount table.
+	t := &in.loop.tmpl
+	t.mnt_fd, t.ipc_fd, t.landlock_fd = -1, -1, -1
 	if in.mntNS >= 0 {
 		unix.Close(int(in.mntNS))
 		unix.Close(int(in.ipcNS))
@@ -512,6 +472,8 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 		return "landlock", err
 	}
 	in.landlock, in.landlockFlags = fd, flags
+	t.mnt_fd, t.ipc_fd = in.mntNS, in.ipcNS
+	t.landlock_fd, t.landlock_flags = C.int(fd), C.uint(flags)
 	return "", nil
 }
 
@@ -534,202 +496,6 @@ func loopbackUp() error {
 
 // killAll kills every process of the sandbox but the init.
 func killAll() { _ = unix.Kill(-1, unix.SIGKILL) }
-
-// Names of the C child's steps (enum corral_step).
-var childSteps = [...]string{
-	"", "setsid", "cgroup", "cgroupns", "namespaces", "cwd", "stdio", "rlimit",
-	"capabilities", "securebits", "credentials", "no_new_privs", "landlock",
-	"close-fds", "seccomp", "exec", "clone",
-}
-
-// spawn starts a job process; the serve loop waits for it (see await).
-func (in *initProc) spawn(req *spawnReq, fds []int) error {
-	defer closeAll(fds)
-	if req == nil || len(fds) != 3 || len(req.Argv) == 0 {
-		return in.fail("protocol", fmt.Errorf("spawn needs argv and 3 fds, got %d", len(fds)))
-	}
-	var s C.struct_corral_spawn
-	var frees []unsafe.Pointer
-	cstr := func(v string) *C.char {
-		p := C.CString(v)
-		frees = append(frees, unsafe.Pointer(p))
-		return p
-	}
-	cvec := func(vs []string) **C.char {
-		n := len(vs) + 1
-		p := (**C.char)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof((*C.char)(nil)))))
-		frees = append(frees, unsafe.Pointer(p))
-		arr := unsafe.Slice(p, n)
-		for i, v := range vs {
-			arr[i] = cstr(v)
-		}
-		return p
-	}
-	defer func() {
-		for _, p := range frees {
-			C.free(p)
-		}
-	}()
-	s.path = cstr(req.Argv[0])
-	s.argv = cvec(req.Argv)
-	s.envp = cvec(req.Env)
-	path := ""
-	for _, e := range req.Env {
-		if v, ok := strings.CutPrefix(e, "PATH="); ok {
-			path = v
-		}
-	}
-	s.search_path = cstr(path)
-	s.root = cstr(stageRoot)
-	s.mnt_fd = in.mntNS
-	s.ipc_fd = in.ipcNS
-	s.cwd = cstr(req.Cwd)
-	for i := 0; i < 3; i++ {
-		s.stdio[i] = C.int(fds[i])
-	}
-	for i, fd := range in.procs {
-		s.procs_fds[i] = fd
-	}
-	s.nprocs_fds = C.int(len(in.procs))
-	if len(req.Rlimits) > len(s.rlimits) {
-		return in.fail("protocol", fmt.Errorf("too many rlimits"))
-	}
-	for i, r := range req.Rlimits {
-		s.rlimits[i].resource = C.int(r.Resource)
-		s.rlimits[i].cur = C.uint64_t(r.Cur)
-		s.rlimits[i].max = C.uint64_t(r.Max)
-	}
-	s.nrlimits = C.int(len(req.Rlimits))
-	s.uid = C.uint32_t(in.cfg.UID)
-	s.gid = C.uint32_t(in.cfg.GID)
-	prog, ok := in.seccomp[req.Seccomp]
-	if !ok {
-		return in.fail("seccomp", fmt.Errorf("no program for profile %q", req.Seccomp))
-	}
-	s.seccomp_filter = unsafe.Pointer(prog)
-	s.landlock_fd = C.int(in.landlock)
-	s.landlock_flags = C.uint(in.landlockFlags)
-
-	start := time.Now()
-	pid := int(C.corral_spawn_run(&s))
-	if pid < 0 {
-		return in.send(&message{Kind: msgError, Err: &InitError{Step: "clone", Errno: unix.Errno(-pid)}})
-	}
-	if s.err_step != 0 {
-		var ws unix.WaitStatus
-		_, _ = unix.Wait4(pid, &ws, 0, nil)
-		step := "unknown"
-		if int(s.err_step) < len(childSteps) {
-			step = childSteps[s.err_step]
-		}
-		return in.send(&message{Kind: msgError, Err: &InitError{Step: step, Errno: unix.Errno(s.err_no)}})
-	}
-	if err := in.send(&message{Kind: msgStarted, Pid: pid}); err != nil {
-		killAll()
-		return err
-	}
-	// Without a pidfd (it cannot fail but for lack of fds) the periodic
-	// reap still finds the main process, up to reapIntervalMaxMs late.
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		pidfd = -1
-	}
-	in.job = runningJob{pid: pid, pidfd: pidfd, start: start, reapMs: reapIntervalMs}
-	return nil
-}
-
-// await returns once the control socket has something to read (or hung
-// up). While a job runs it reaps as it waits: the main process as soon as
-// it exits (its pidfd wakes the poll), orphans every reapIntervalMs to
-// reapIntervalMaxMs. With no job it returns at once: recv blocks instead.
-func (in *initProc) await() error {
-	pfd := [2]unix.PollFd{{Fd: int32(in.sock), Events: unix.POLLIN}}
-	for in.job.pid != 0 {
-		n := 1
-		if in.job.pidfd >= 0 {
-			pfd[1] = unix.PollFd{Fd: int32(in.job.pidfd), Events: unix.POLLIN}
-			n = 2
-		}
-		pfd[0].Revents = 0
-		in.yield()
-		ready, err := unix.Poll(pfd[:n], in.job.reapMs)
-		if err != nil && err != unix.EINTR {
-			return fmt.Errorf("poll: %w", err)
-		}
-		reaped, err := in.reap()
-		if err != nil {
-			return err
-		}
-		switch {
-		case reaped:
-			in.job.reapMs = reapIntervalMs
-		case ready == 0:
-			in.job.reapMs = min(2*in.job.reapMs, reapIntervalMaxMs)
-		}
-		if pfd[0].Revents != 0 {
-			return nil
-		}
-	}
-	return nil
-}
-
-// yield passes through the scheduler when the goroutine has not for
-// yieldEvery. Sysmon preempts a goroutine that ran 10 ms without doing so,
-// and when that goroutine sits in a system call it takes its P away (and
-// polls every 20 µs for a while after): the init's one goroutine never
-// blocks in Go, so it would meet that on every long poll. A locked
-// goroutine's yield costs two thread switches; once per yieldEvery at
-// most.
-func (in *initProc) yield() {
-	if now := time.Now(); now.Sub(in.yielded) >= yieldEvery {
-		runtime.Gosched()
-		in.yielded = now
-	}
-}
-
-// reap reaps, without waiting, every process of the sandbox that exited.
-// When that includes the job's main process, it ends the job (see finish).
-// It reports whether it reaped anything.
-func (in *initProc) reap() (reaped bool, err error) {
-	for in.job.pid != 0 {
-		var ws unix.WaitStatus
-		got, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		switch {
-		case err == unix.EINTR:
-		case err != nil: // ECHILD: nothing is left (not even the main process)
-			return true, in.finish(exitReport{})
-		case got == in.job.pid:
-			return true, in.finish(exitReport{WaitStatus: uint32(ws), WallNs: int64(time.Since(in.job.start))})
-		case got <= 0: // the rest still runs
-			return reaped, nil
-		default:
-			reaped = true
-		}
-	}
-	return reaped, nil
-}
-
-// finish ends the job once its main process is reaped: nothing else may
-// run on. It kills and reaps everything left in the sandbox (setsid'd
-// orphans included: they are the init's children now), and only then
-// reports the main process's status.
-func (in *initProc) finish(rep exitReport) error {
-	for {
-		// Again after each reap: a process forked during the kill is
-		// caught by the next round.
-		killAll()
-		var ws unix.WaitStatus
-		_, err := unix.Wait4(-1, &ws, 0, nil)
-		if err != nil && err != unix.EINTR { // ECHILD: nothing is left
-			break
-		}
-	}
-	if in.job.pidfd >= 0 {
-		unix.Close(in.job.pidfd)
-	}
-	in.job = runningJob{}
-	return in.send(&message{Kind: msgExited, Exit: &rep})
-}
 
 func underlyingErrno(err error) (unix.Errno, bool) {
 	for err != nil {

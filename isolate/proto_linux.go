@@ -1,7 +1,10 @@
 package isolate
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -123,4 +126,71 @@ func (e *InitError) Unwrap() error {
 		return nil
 	}
 	return e.Errno
+}
+
+// Binary packets (struct corral_spawn_pkt in spawn_linux.h): the requests
+// on every job's path skip JSON, and the init answers them without leaving
+// C (loop_linux.c).
+const (
+	pktSpawn = 1
+	pktKill  = 2
+	// spawnPktHeader is sizeof(struct corral_spawn_pkt).
+	spawnPktHeader = 16 + maxRlimits*24
+	maxRlimits     = 8
+)
+
+// encodeSpawn encodes a spawn request as a spawn packet.
+func encodeSpawn(req *spawnReq) ([]byte, error) {
+	if len(req.Rlimits) > maxRlimits {
+		return nil, fmt.Errorf("isolate: %d rlimits, at most %d", len(req.Rlimits), maxRlimits)
+	}
+	if len(req.Argv) == 0 {
+		return nil, errors.New("isolate: empty argv")
+	}
+	size := spawnPktHeader + len(req.Seccomp) + len(req.Cwd) + 2
+	for _, v := range req.Argv {
+		size += len(v) + 1
+	}
+	for _, v := range req.Env {
+		size += len(v) + 1
+	}
+	if size > maxMessage {
+		return nil, fmt.Errorf("isolate: command and environment take %d bytes, at most %d", size, maxMessage-spawnPktHeader)
+	}
+	b := make([]byte, spawnPktHeader, size)
+	b[0] = pktSpawn
+	ne := binary.NativeEndian
+	ne.PutUint32(b[4:], uint32(len(req.Rlimits)))
+	ne.PutUint32(b[8:], uint32(len(req.Argv)))
+	ne.PutUint32(b[12:], uint32(len(req.Env)))
+	for i, r := range req.Rlimits {
+		off := 16 + i*24
+		ne.PutUint32(b[off:], uint32(int32(r.Resource)))
+		ne.PutUint64(b[off+8:], r.Cur)
+		ne.PutUint64(b[off+16:], r.Max)
+	}
+	add := func(what, v string) error {
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("isolate: %s %q contains a NUL byte", what, v)
+		}
+		b = append(append(b, v...), 0)
+		return nil
+	}
+	if err := add("seccomp profile", string(req.Seccomp)); err != nil {
+		return nil, err
+	}
+	if err := add("working directory", req.Cwd); err != nil {
+		return nil, err
+	}
+	for _, v := range req.Argv {
+		if err := add("argument", v); err != nil {
+			return nil, err
+		}
+	}
+	for _, v := range req.Env {
+		if err := add("environment entry", v); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }

@@ -91,13 +91,19 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 			return nil, fmt.Errorf("isolate: chown stdio: %w", err)
 		}
 	}
-	err = s.send(&message{Kind: msgSpawn, Spawn: &spawnReq{
+	pkt, err := encodeSpawn(&spawnReq{
 		Argv:    p.Argv,
 		Env:     p.Env,
 		Cwd:     p.Cwd,
 		Rlimits: rlimitsFor(lim),
 		Seccomp: profile,
-	}}, []int{int(stdin.Fd()), int(outW.Fd()), int(errW.Fd())})
+	})
+	if err != nil {
+		outW.Close()
+		errW.Close()
+		return nil, err
+	}
+	err = s.sendPacket(msgSpawn, pkt, []int{int(stdin.Fd()), int(outW.Fd()), int(errW.Fd())})
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -138,7 +144,7 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	kill := func(r killReason) {
 		once.Do(func() {
 			reason = r
-			killErr = s.send(&message{Kind: msgKill}, nil)
+			killErr = s.sendPacket(msgKill, []byte{pktKill}, nil)
 		})
 	}
 	var wg sync.WaitGroup

@@ -180,6 +180,18 @@ func (s *Sandbox) send(m *message, fds []int) error {
 	return nil
 }
 
+// sendPacket sends a binary packet (see encodeSpawn) with fds attached.
+func (s *Sandbox) sendPacket(what string, b []byte, fds []int) error {
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if _, _, err := s.conn.WriteMsgUnix(b, oob, nil); err != nil {
+		return s.fail(fmt.Errorf("isolate: send %s: %w", what, err))
+	}
+	return nil
+}
+
 func (s *Sandbox) fail(err error) error {
 	if s.broken == nil {
 		s.broken = err

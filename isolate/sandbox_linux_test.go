@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +132,40 @@ func TestUnreachableRunDir(t *testing.T) {
 	_, err := New(context.Background(), Config{Lower: []string{lower}, RunDir: hidden, CgroupParent: testCgroupParent})
 	if err == nil || !strings.Contains(err.Error(), "not searchable") {
 		t.Fatalf("want a clear error for a 0700 run directory, got %v", err)
+	}
+}
+
+// Requests the C loop cannot take are errors for the caller, and the
+// sandbox goes on; many arguments and a large environment pass whole.
+func TestSpawnPacket(t *testing.T) {
+	sb := newTestSandbox(t)
+	ctx := context.Background()
+	for _, p := range []Process{
+		{Argv: []string{"echo", "a\x00b"}, Env: DefaultEnv},
+		{Argv: []string{"true"}, Env: append([]string{"X=\x00"}, DefaultEnv...)},
+		{Argv: []string{"true"}, Env: DefaultEnv, Cwd: "/work\x00/x"},
+	} {
+		if _, err := sb.Run(ctx, p); err == nil || !strings.Contains(err.Error(), "NUL") {
+			t.Errorf("Run %q %q %q: %v, want a NUL error", p.Argv, p.Env[0], p.Cwd, err)
+		}
+	}
+	args := []string{"sh", "-c", `echo $# "$X"`, "sh"}
+	for i := 0; i < 2000; i++ {
+		args = append(args, strconv.Itoa(i))
+	}
+	big := strings.Repeat("x", 100<<10)
+	res, err := sb.Run(ctx, Process{Argv: args, Env: append([]string{"X=" + big}, DefaultEnv...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "2000 " + big + "\n"; res.Status != jobs.StatusOK || res.Stdout != want {
+		t.Errorf("status %s, stdout %d bytes, want %d", res.Status, len(res.Stdout), len(want))
+	}
+	// A command that is not there: the shell's 127, and the sandbox goes on.
+	if res := run(t, sb, jobs.Limits{}, "no-such-command"); res.ExitCode != 127 {
+		t.Errorf("missing command: %+v", res)
+	}
+	if res := run(t, sb, jobs.Limits{}, "true"); res.Status != jobs.StatusOK {
+		t.Errorf("after the errors: %+v", res)
 	}
 }

@@ -73,4 +73,57 @@ int corral_layer_ns(const char *root, int *mnt_fd, int *ipc_fd);
 // child fails before exec, it exits 127 and err_step/err_no say why.
 int corral_spawn_run(struct corral_spawn *s);
 
+// --- The init's job path in C (loop_linux.c) ---
+
+#define CORRAL_MAX_PROFILES 4
+#define CORRAL_MAX_PKT_FDS 8
+// While a job runs, orphans are reaped every CORRAL_REAP_MS, backing off
+// to CORRAL_REAP_MAX_MS while none exits; the main process's exit wakes
+// the loop at once.
+#define CORRAL_REAP_MS 10
+#define CORRAL_REAP_MAX_MS 160
+
+// Binary packets from the parent; JSON messages start with '{'.
+#define CORRAL_PKT_SPAWN 1
+#define CORRAL_PKT_KILL 2
+
+// A spawn packet: this header, then NUL-terminated strings: the seccomp
+// profile's name, the working directory, argc arguments, envc environment
+// entries. It carries the stdin, stdout and stderr fds.
+struct corral_spawn_pkt {
+	uint8_t tag, pad[3];
+	uint32_t nrlimits, argc, envc;
+	struct {
+		int32_t resource;
+		uint32_t pad;
+		uint64_t cur, max;
+	} rlimits[CORRAL_NRLIMITS];
+};
+
+struct corral_loop {
+	int sock; // the control socket
+	// What every job process of the current writable layer gets (the
+	// per-spawn fields are filled from each packet).
+	struct corral_spawn tmpl;
+	const char *profile_names[CORRAL_MAX_PROFILES];
+	const void *profiles[CORRAL_MAX_PROFILES]; // struct sock_fprog*
+	int nprofiles;
+	// Packets land in buf; one returned for Go leaves its fds here.
+	char *buf;
+	size_t cap;
+	int fds[CORRAL_MAX_PKT_FDS];
+	int nfds;
+	// The running job's main process (pid 0: none).
+	int pid, pidfd, reap_ms;
+	int64_t start_ns;
+	char **vec; // argv and envp pointers
+	size_t veccap;
+};
+
+// corral_loop_run serves spawn and kill packets and reaps the running job,
+// reporting started, exited and errors itself. It returns the length of a
+// packet it leaves to the caller (in buf, fds in fds), 0 when the parent
+// hung up, or -errno.
+long corral_loop_run(struct corral_loop *L);
+
 #endif

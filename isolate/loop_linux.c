@@ -1,0 +1,280 @@
+// The init's job path in C: spawn requests, kill requests and the running
+// job's reaping never enter Go. The Go init calls corral_loop_run, which
+// returns only for the other messages (reset, put, collect), whose bytes it
+// leaves in the caller's buffer. So a job costs the init its own system
+// calls, and no goroutine hand-off, scheduler or sysmon wake-up.
+//
+// Replies are the protocol's JSON messages (proto_linux.go), written here
+// with fixed shapes.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "spawn_linux.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+// Names of enum corral_step, as the parent knows them (InitError.Step).
+static const char *const step_names[] = {
+	"", "setsid", "cgroup", "cgroupns", "namespaces", "cwd", "stdio", "rlimit",
+	"capabilities", "securebits", "credentials", "no_new_privs", "landlock",
+	"close-fds", "seccomp", "exec", "clone",
+};
+
+static int64_t now_ns(void) {
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static int send_json(struct corral_loop *L, const char *msg, int len) {
+	for (;;) {
+		if (send(L->sock, msg, (size_t)len, MSG_NOSIGNAL) >= 0) return 0;
+		if (errno != EINTR) return -errno;
+	}
+}
+
+static int send_error(struct corral_loop *L, const char *step, int err, const char *msg) {
+	char b[256];
+	int n;
+	if (msg)
+		n = snprintf(b, sizeof(b), "{\"kind\":\"error\",\"err\":{\"step\":\"%s\",\"errno\":%d,\"msg\":\"%s\"}}", step, err, msg);
+	else
+		n = snprintf(b, sizeof(b), "{\"kind\":\"error\",\"err\":{\"step\":\"%s\",\"errno\":%d}}", step, err);
+	return send_json(L, b, n);
+}
+
+static void close_fds(int *fds, int n) {
+	for (int i = 0; i < n; i++) close(fds[i]);
+}
+
+// finish ends the job once its main process was reaped: nothing else may
+// run on. It kills and reaps everything left (setsid'd orphans included:
+// they are the init's children now), killing again after each reap so that
+// a process forked during the kill is caught, and only then reports.
+static int finish(struct corral_loop *L, int status, int64_t wall_ns) {
+	for (;;) {
+		kill(-1, SIGKILL);
+		int ws;
+		if (wait4(-1, &ws, 0, NULL) < 0 && errno != EINTR) break; // ECHILD: nothing is left
+	}
+	if (L->pidfd >= 0) close(L->pidfd);
+	L->pid = 0;
+	L->pidfd = -1;
+	char b[128];
+	int n = snprintf(b, sizeof(b), "{\"kind\":\"exited\",\"exit\":{\"wait_status\":%u,\"wall_ns\":%lld}}",
+	                 (unsigned)status, (long long)wall_ns);
+	return send_json(L, b, n);
+}
+
+// reap reaps, without waiting, every process that exited; when that includes
+// the main process, it ends the job. Returns 1 if it reaped anything, 0 if
+// not, or -errno.
+static int reap(struct corral_loop *L) {
+	int reaped = 0;
+	while (L->pid) {
+		int ws;
+		pid_t got = wait4(-1, &ws, WNOHANG, NULL);
+		if (got < 0 && errno == EINTR) continue;
+		if (got < 0) { // ECHILD: nothing is left, not even the main process
+			int rc = finish(L, 0, 0);
+			return rc < 0 ? rc : 1;
+		}
+		if (got == 0) return reaped;
+		reaped = 1;
+		if (got == L->pid) {
+			int rc = finish(L, ws, now_ns() - L->start_ns);
+			return rc < 0 ? rc : 1;
+		}
+	}
+	return reaped;
+}
+
+// next returns the i-th NUL-terminated string from *p, advancing it, or
+// NULL past end.
+static char *next_str(char **p, char *end) {
+	char *s = *p;
+	if (s >= end) return NULL;
+	char *z = memchr(s, 0, (size_t)(end - s));
+	if (!z) return NULL;
+	*p = z + 1;
+	return s;
+}
+
+// spawn handles one spawn packet (see corral_spawn_pkt) with its three fds.
+static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfds) {
+	struct corral_spawn_pkt h;
+	int rc;
+	if (L->pid) {
+		close_fds(fds, nfds);
+		return send_error(L, "protocol", 0, "spawn while a job runs");
+	}
+	if (len < sizeof(h) || nfds != 3) {
+		close_fds(fds, nfds);
+		return send_error(L, "protocol", 0, "spawn needs its header and 3 fds");
+	}
+	memcpy(&h, pkt, sizeof(h));
+	if (h.nrlimits > CORRAL_NRLIMITS || h.argc == 0 || h.argc > 1 << 20 || h.envc > 1 << 20) {
+		close_fds(fds, nfds);
+		return send_error(L, "protocol", 0, "bad spawn header");
+	}
+	size_t nvec = (size_t)h.argc + h.envc + 2;
+	if (nvec > L->veccap) {
+		char **v = realloc(L->vec, nvec * sizeof(char *));
+		if (!v) {
+			close_fds(fds, nfds);
+			return send_error(L, "protocol", ENOMEM, "spawn vectors");
+		}
+		L->vec = v;
+		L->veccap = nvec;
+	}
+	char *p = pkt + sizeof(h), *end = pkt + len;
+	char *profile = next_str(&p, end), *cwd = next_str(&p, end);
+	char **argv = L->vec, **envp = L->vec + h.argc + 1;
+	int ok = profile && cwd;
+	for (uint32_t i = 0; ok && i < h.argc; i++) ok = (argv[i] = next_str(&p, end)) != NULL;
+	for (uint32_t i = 0; ok && i < h.envc; i++) ok = (envp[i] = next_str(&p, end)) != NULL;
+	if (!ok || p != end) {
+		close_fds(fds, nfds);
+		return send_error(L, "protocol", 0, "bad spawn strings");
+	}
+	argv[h.argc] = NULL;
+	envp[h.envc] = NULL;
+
+	struct corral_spawn s = L->tmpl;
+	s.seccomp_filter = NULL;
+	for (int i = 0; i < L->nprofiles; i++)
+		if (strcmp(L->profile_names[i], profile) == 0) s.seccomp_filter = L->profiles[i];
+	if (!s.seccomp_filter) {
+		close_fds(fds, nfds);
+		return send_error(L, "seccomp", 0, "no program for that profile");
+	}
+	s.path = argv[0];
+	s.argv = argv;
+	s.envp = envp;
+	s.search_path = "";
+	for (uint32_t i = 0; i < h.envc; i++)
+		if (strncmp(envp[i], "PATH=", 5) == 0) s.search_path = envp[i] + 5;
+	s.cwd = cwd;
+	for (int i = 0; i < 3; i++) s.stdio[i] = fds[i];
+	for (uint32_t i = 0; i < h.nrlimits; i++) {
+		s.rlimits[i].resource = h.rlimits[i].resource;
+		s.rlimits[i].cur = h.rlimits[i].cur;
+		s.rlimits[i].max = h.rlimits[i].max;
+	}
+	s.nrlimits = (int)h.nrlimits;
+
+	int64_t start = now_ns();
+	int pid = corral_spawn_run(&s);
+	close_fds(fds, nfds);
+	if (pid < 0) return send_error(L, "clone", -pid, NULL);
+	if (s.err_step != 0) {
+		int ws;
+		while (wait4(pid, &ws, 0, NULL) < 0 && errno == EINTR) {}
+		const char *step = "unknown";
+		if (s.err_step > 0 && (size_t)s.err_step < sizeof(step_names) / sizeof(step_names[0]))
+			step = step_names[s.err_step];
+		return send_error(L, step, s.err_no, NULL);
+	}
+	char b[64];
+	int n = snprintf(b, sizeof(b), "{\"kind\":\"started\",\"pid\":%d}", pid);
+	if ((rc = send_json(L, b, n)) < 0) {
+		kill(-1, SIGKILL);
+		return rc;
+	}
+	// Without a pidfd (only for lack of fds) the periodic reap finds the
+	// main process, up to CORRAL_REAP_MAX_MS late.
+	L->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	L->pid = pid;
+	L->start_ns = start;
+	L->reap_ms = CORRAL_REAP_MS;
+	return 0;
+}
+
+// receive reads one packet into L->buf. Returns its length (0: the parent
+// hung up) or -errno; its fds are in fds/nfds.
+static long receive(struct corral_loop *L, int *fds, int *nfds) {
+	char oob[CMSG_SPACE(sizeof(int) * CORRAL_MAX_PKT_FDS)];
+	struct iovec iov = {L->buf, L->cap};
+	struct msghdr mh;
+	ssize_t n;
+	*nfds = 0;
+	for (;;) {
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = oob;
+		mh.msg_controllen = sizeof(oob);
+		n = recvmsg(L->sock, &mh, MSG_CMSG_CLOEXEC);
+		if (n >= 0 || errno != EINTR) break;
+	}
+	if (n < 0) return -errno;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+		int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		int *in = (int *)CMSG_DATA(c);
+		for (int i = 0; i < k; i++) {
+			if (*nfds < CORRAL_MAX_PKT_FDS) fds[(*nfds)++] = in[i];
+			else close(in[i]);
+		}
+	}
+	// A packet cut short is never acted on.
+	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+		close_fds(fds, *nfds);
+		*nfds = 0;
+		return -EMSGSIZE;
+	}
+	if (n == 0) {
+		close_fds(fds, *nfds);
+		*nfds = 0;
+	}
+	return n;
+}
+
+long corral_loop_run(struct corral_loop *L) {
+	for (;;) {
+		// While a job runs: wait for a packet, the main process's exit
+		// (its pidfd) or the next round of orphan reaping.
+		while (L->pid) {
+			struct pollfd pfd[2] = {{L->sock, POLLIN, 0}, {L->pidfd, POLLIN, 0}};
+			int ready = poll(pfd, L->pidfd >= 0 ? 2 : 1, L->reap_ms);
+			if (ready < 0 && errno != EINTR) return -errno;
+			int r = reap(L);
+			if (r < 0) return r;
+			if (r > 0) L->reap_ms = CORRAL_REAP_MS;
+			else if (ready == 0 && L->reap_ms < CORRAL_REAP_MAX_MS) L->reap_ms *= 2;
+			if (ready > 0 && pfd[0].revents) break;
+		}
+		int fds[CORRAL_MAX_PKT_FDS], nfds;
+		long n = receive(L, fds, &nfds);
+		if (n <= 0) return n;
+		switch ((unsigned char)L->buf[0]) {
+		case CORRAL_PKT_SPAWN: {
+			int rc = spawn(L, L->buf, (size_t)n, fds, nfds);
+			if (rc < 0) return rc;
+			break;
+		}
+		case CORRAL_PKT_KILL:
+			close_fds(fds, nfds);
+			kill(-1, SIGKILL);
+			break;
+		default:
+			// For Go.
+			memcpy(L->fds, fds, sizeof(int) * (size_t)nfds);
+			L->nfds = nfds;
+			return n;
+		}
+	}
+}
