@@ -43,13 +43,13 @@
 //
 //	/lower/0..n   image layers, top first
 //	/rw           tmpfs sized by disk_bytes: upper/ and work/ of the overlay
-//	/root         the overlay: the job's root, with /proc, /dev, /dev/shm
+//	/rw/root      the overlay: the job's root, with /proc, /dev, /dev/shm
 //	/proc, /dev   instances bound into each new job root
 //
 // Each writable layer gets its own mount namespace, pivoted into /root, and
 // IPC namespace, made by a short-lived child at the reset and kept by fd;
 // every job process joins both (setns), so it never sees the stage. A reset
-// replaces /rw, /root and both namespaces.
+// replaces /rw (one detach takes the job root with it) and both namespaces.
 //
 // # The job's process
 //

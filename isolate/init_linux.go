@@ -34,7 +34,7 @@ const (
 const (
 	stageLower = "/lower"
 	stageRW    = "/rw"
-	stageRoot  = "/root"
+	stageRoot  = stageRW + "/root"
 	stageProc  = "/proc"
 	stageDev   = "/dev"
 )
@@ -53,6 +53,9 @@ func RunInit() {
 	// then sleeps, rather than polling an idle P every few microseconds.
 	runtime.GOMAXPROCS(1)
 	runtime.LockOSThread()
+	// A known umask, whatever the worker's: the init's directories come
+	// out right without a chmod, and job processes inherit the usual 022.
+	unix.Umask(0o022)
 	// The job must not read the init's memory or fds through /proc/1.
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&[]byte("corral-init\x00")[0])), 0, 0, 0)
@@ -267,7 +270,7 @@ func (in *initProc) setup() (string, error) {
 			return "bind-lower", fmt.Errorf("read-only %s: %w", l, err)
 		}
 	}
-	for _, d := range []string{stageRW, stageRoot, stageProc, stageDev} {
+	for _, d := range []string{stageRW, stageProc, stageDev} {
 		if err := os.Mkdir(filepath.Join(st, d), 0o755); err != nil {
 			return "stage", err
 		}
@@ -384,7 +387,8 @@ func mountDev(dst string) error {
 func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 	// Detaching is O(1): the old tree is freed by the kernel once no
 	// process uses it (every job process is dead by now).
-	_ = unix.Unmount(stageRoot, unix.MNT_DETACH)
+	// The job root is mounted inside the writable layer's tmpfs: one
+	// detach takes both, with one RCU grace period.
 	_ = unix.Unmount(stageRW, unix.MNT_DETACH)
 	if diskBytes <= 0 {
 		diskBytes = in.cfg.DiskBytes
@@ -401,22 +405,29 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 	}{
 		{upper, 0o755, 0, 0},
 		{stageRW + "/work", 0o700, 0, 0},
+		{stageRoot, 0o755, 0, 0}, // the overlay's mount point
 		// Mount points and the directories a job may write. They are
 		// created in the upper layer so the overlay never has to copy up
 		// a directory owned by an id outside the sandbox.
 		{upper + "/proc", 0o555, 0, 0},
 		{upper + "/dev", 0o755, 0, 0},
-		{upper + "/tmp", 0o1777, 0, 0},
+		{upper + "/tmp", os.ModeSticky | 0o777, 0, 0},
 		{upper + "/work", 0o755, int(in.cfg.UID), int(in.cfg.GID)},
 	} {
 		if err := os.Mkdir(d.path, d.mode); err != nil {
 			return "prepare-rw", err
 		}
-		if err := os.Chmod(d.path, d.mode); err != nil { // umask
-			return "prepare-rw", err
+		// The init's umask is 022 and it creates as 0:0: only what
+		// neither gives needs another call.
+		if d.mode&os.ModeSticky != 0 || d.mode.Perm()&0o022 != 0 {
+			if err := os.Chmod(d.path, d.mode); err != nil {
+				return "prepare-rw", err
+			}
 		}
-		if err := os.Lchown(d.path, d.uid, d.gid); err != nil {
-			return "prepare-rw", err
+		if d.uid != 0 || d.gid != 0 {
+			if err := os.Lchown(d.path, d.uid, d.gid); err != nil {
+				return "prepare-rw", err
+			}
 		}
 	}
 	if len(in.cfg.EtcFiles) > 0 {

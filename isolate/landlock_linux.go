@@ -24,15 +24,12 @@ var landlockConfig = landlock.Config{
 // Rules hold the inodes of the current writable layer, so the ruleset is
 // made again after each reset.
 func landlockRuleset(root string) (fd int, flags uint32, err error) {
-	rw := []string{root + "/tmp", root + "/work", root + "/dev/shm"}
-	var devs []string
-	for _, d := range devices {
-		devs = append(devs, root+"/dev/"+d)
-	}
+	// /dev as a whole: it is a read-only mount holding only the harmless
+	// device files and /dev/shm, so one rule gives what a rule for each
+	// would, with fewer calls at every reset.
 	fd, flags, err = landlockConfig.NewRulesetFD(
 		landlock.RODirs(root),
-		landlock.RWDirs(rw...),
-		landlock.RWFiles(devs...),
+		landlock.RWDirs(root+"/tmp", root+"/work", root+"/dev"),
 	)
 	if err != nil {
 		return -1, 0, fmt.Errorf("landlock ruleset: %w", err)

@@ -169,3 +169,13 @@ func TestSpawnPacket(t *testing.T) {
 		t.Errorf("after the errors: %+v", res)
 	}
 }
+
+// The writable places a job finds, as on a usual host: /tmp sticky and
+// world-writable, /work its own, umask 022.
+func TestWritableDirs(t *testing.T) {
+	sb := newTestSandbox(t)
+	res := run(t, sb, jobs.Limits{}, "sh", "-c", "stat -c '%a %u' /tmp /work /dev/shm; umask")
+	if want := "1777 0\n755 1000\n1777 0\n0022\n"; res.Stdout != want {
+		t.Errorf("got %q, want %q (stderr %q)", res.Stdout, want, res.Stderr)
+	}
+}
