@@ -537,6 +537,20 @@ func (c *cgroup) counters() (cgroupCounters, error) {
 	return n, nil
 }
 
+// memoryUsage reads only the memory charged to the cgroup now.
+func (c *cgroup) memoryUsage() (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return 0, errCgroupDestroyed
+	}
+	n, err := c.readInt(c.usage)
+	if err != nil {
+		return 0, fmt.Errorf("cgroup %s: memory usage: %w", c.name, err)
+	}
+	return n, nil
+}
+
 func (c *cgroup) countersV1(n *cgroupCounters) error {
 	var err error
 	if n.CPUNs, err = c.readInt(c.cpuUsage); err != nil {

@@ -59,7 +59,18 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	if err := s.cg.resetPeak(); err != nil && !errors.Is(err, errors.ErrUnsupported) {
 		return nil, s.fail(fmt.Errorf("isolate: cgroup peak: %w", err))
 	}
-	before, err := s.cg.counters()
+	// Between two runs no process is in the job cgroup (a run ends with
+	// every process reaped, and the init is not in it): the last run's
+	// closing counters are this one's opening ones, but for the memory
+	// charged, which the reset lowers.
+	var before cgroupCounters
+	if last := s.lastCounters; last != nil {
+		before = *last
+		before.MemoryUsage, err = s.cg.memoryUsage()
+	} else {
+		before, err = s.cg.counters()
+	}
+	s.lastCounters = nil
 	if err != nil {
 		return nil, s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
 	}
@@ -219,6 +230,7 @@ wait:
 	if err != nil {
 		return nil, s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
 	}
+	s.lastCounters = &after
 	res.SetStdout(stdout.buf)
 	res.SetStderr(stderr.buf)
 	res.StdoutTruncated = stdout.truncated
@@ -290,6 +302,9 @@ func rlimitsFor(l jobs.Limits) []rlimit {
 	}
 }
 
+// drainBufs are the read buffers of drain: two per run otherwise.
+var drainBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
 // capture collects one output stream up to a cap.
 type capture struct {
 	buf       []byte
@@ -300,7 +315,9 @@ type capture struct {
 // limit marks the stream truncated and signals overflow; the rest is read
 // and dropped so the writer never blocks on a full pipe.
 func (c *capture) drain(r io.Reader, limit int64, name string, live func(string, []byte), overflow chan<- struct{}) {
-	chunk := make([]byte, 32<<10)
+	bp := drainBufs.Get().(*[32 << 10]byte)
+	defer drainBufs.Put(bp)
+	chunk := bp[:]
 	for {
 		n, err := r.Read(chunk)
 		if n > 0 && !c.truncated {

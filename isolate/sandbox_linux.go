@@ -30,11 +30,14 @@ type Sandbox struct {
 	stage string
 	disk  int64
 
-	mu     sync.Mutex // serialises use of the control socket's request side
-	rbuf   []byte     // receive buffer of recv
-	broken error      // set when the init is gone or out of step
-	done   chan struct{}
-	closed bool
+	mu   sync.Mutex // serialises use of the control socket's request side
+	rbuf []byte     // receive buffer of recv
+	// lastCounters are the job cgroup's counters at the end of the last
+	// run (nil: read them afresh).
+	lastCounters *cgroupCounters
+	broken       error // set when the init is gone or out of step
+	done         chan struct{}
+	closed       bool
 }
 
 // New starts a sandbox: its cgroup, its init and the init's mounts. The cost
