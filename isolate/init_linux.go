@@ -226,9 +226,6 @@ func (in *initProc) serve() error {
 			err = in.put(m.Put, fds)
 		case msgCollect:
 			err = in.collect(m.Coll, fds)
-		case msgKill:
-			closeAll(fds)
-			killAll()
 		case msgReset:
 			closeAll(fds)
 			if step, rerr := in.mountJobRoot(m.Reset.DiskBytes); rerr != nil {
@@ -237,7 +234,8 @@ func (in *initProc) serve() error {
 				err = in.send(&message{Kind: msgReady})
 			}
 		default:
-			// Spawns come as binary packets, which the C loop serves.
+			// Spawn and kill come as binary packets, which the C loop
+			// serves.
 			closeAll(fds)
 			err = in.fail("protocol", fmt.Errorf("unknown message %q", m.Kind))
 		}
@@ -504,9 +502,6 @@ func loopbackUp() error {
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
-
-// killAll kills every process of the sandbox but the init.
-func killAll() { _ = unix.Kill(-1, unix.SIGKILL) }
 
 func underlyingErrno(err error) (unix.Errno, bool) {
 	for err != nil {

@@ -102,8 +102,8 @@ static int reap(struct corral_loop *L) {
 	return reaped;
 }
 
-// next returns the i-th NUL-terminated string from *p, advancing it, or
-// NULL past end.
+// next_str returns the NUL-terminated string at *p and advances *p past
+// it; NULL when none ends before end.
 static char *next_str(char **p, char *end) {
 	char *s = *p;
 	if (s >= end) return NULL;

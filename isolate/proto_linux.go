@@ -29,7 +29,6 @@ const (
 type message struct {
 	Kind   string      `json:"kind"`
 	Config *initConfig `json:"config,omitempty"`
-	Spawn  *spawnReq   `json:"spawn,omitempty"`
 	Reset  *resetReq   `json:"reset,omitempty"`
 	Put    *putReq     `json:"put,omitempty"`
 	Coll   *collectReq `json:"collect,omitempty"`
@@ -55,20 +54,19 @@ type initConfig struct {
 	Seccomp map[SeccompProfile][]unix.SockFilter `json:"seccomp"`
 }
 
-// spawnReq asks the init to start a job process; the message carries the
-// stdin, stdout and stderr fds.
+// spawnReq asks the init to start a job process. It travels as a binary
+// spawn packet (encodeSpawn) carrying the stdin, stdout and stderr fds.
 type spawnReq struct {
-	Argv    []string       `json:"argv"`
-	Env     []string       `json:"env"`
-	Cwd     string         `json:"cwd"`
-	Rlimits []rlimit       `json:"rlimits"`
-	Seccomp SeccompProfile `json:"seccomp"`
+	Argv    []string
+	Env     []string
+	Cwd     string
+	Rlimits []rlimit
+	Seccomp SeccompProfile
 }
 
 type rlimit struct {
-	Resource int    `json:"resource"`
-	Cur      uint64 `json:"cur"`
-	Max      uint64 `json:"max"`
+	Resource int
+	Cur, Max uint64
 }
 
 // resetReq asks for a fresh writable layer.
