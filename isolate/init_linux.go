@@ -74,7 +74,7 @@ func RunInit() {
 	loop.tmpl.landlock_fd = -1
 	loop.tmpl.mnt_fd = -1
 	loop.tmpl.ipc_fd = -1
-	in := &initProc{sock: initSockFd, loop: loop, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage), landlock: -1, mntNS: -1, ipcNS: -1}
+	in := &initProc{sock: initSockFd, loop: loop, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
 		os.Exit(1)
@@ -93,13 +93,9 @@ type initProc struct {
 	loop *C.struct_corral_loop
 	buf  []byte // the loop's packet buffer (C memory)
 	cfg  initConfig
-	// landlock is the ruleset fd for job processes (-1: none) and the
-	// flags to restrict with; made again with each writable layer.
-	landlock      int
-	landlockFlags uint32
-	// mntNS and ipcNS are the current writable layer's namespaces, which
-	// every job process joins (-1: none yet).
-	mntNS, ipcNS C.int
+	// The current writable layer's mount and IPC namespaces and Landlock
+	// ruleset, which every job process joins and restricts itself with,
+	// live in loop.tmpl (-1: none).
 }
 
 func (in *initProc) send(m *message) error { return in.sendFds(m, nil) }
@@ -459,29 +455,21 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 	// The layer's own mount and IPC namespaces, made once: job processes
 	// join them instead of each copying the mount table.
 	t := &in.loop.tmpl
-	t.mnt_fd, t.ipc_fd, t.landlock_fd = -1, -1, -1
-	if in.mntNS >= 0 {
-		unix.Close(int(in.mntNS))
-		unix.Close(int(in.ipcNS))
-		in.mntNS, in.ipcNS = -1, -1
+	for _, fd := range []*C.int{&t.mnt_fd, &t.ipc_fd, &t.landlock_fd} {
+		if *fd >= 0 {
+			unix.Close(int(*fd))
+			*fd = -1
+		}
 	}
-	croot := C.CString(stageRoot)
-	rc := C.corral_layer_ns(croot, &in.mntNS, &in.ipcNS)
-	C.free(unsafe.Pointer(croot))
-	if rc < 0 {
-		in.mntNS, in.ipcNS = -1, -1
+	var mnt, ipc C.int
+	if rc := C.corral_layer_ns(t.root, &mnt, &ipc); rc < 0 {
 		return "layer-namespaces", unix.Errno(-rc)
 	}
-	if in.landlock >= 0 {
-		unix.Close(in.landlock)
-	}
+	t.mnt_fd, t.ipc_fd = mnt, ipc
 	fd, flags, err := landlockRuleset(stageRoot)
 	if err != nil {
-		in.landlock = -1
 		return "landlock", err
 	}
-	in.landlock, in.landlockFlags = fd, flags
-	t.mnt_fd, t.ipc_fd = in.mntNS, in.ipcNS
 	t.landlock_fd, t.landlock_flags = C.int(fd), C.uint(flags)
 	return "", nil
 }
