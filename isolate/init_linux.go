@@ -217,12 +217,17 @@ func (in *initProc) serve() error {
 		if err != nil {
 			return err
 		}
-		switch m.Kind {
-		case msgPut:
+		switch {
+		case in.loop.pid != 0:
+			// Files and the writable layer change only between
+			// processes; the parent serialises its requests.
+			closeAll(fds)
+			err = in.fail("protocol", fmt.Errorf("%s while a job process runs", m.Kind))
+		case m.Kind == msgPut:
 			err = in.put(m.Put, fds)
-		case msgCollect:
+		case m.Kind == msgCollect:
 			err = in.collect(m.Coll, fds)
-		case msgReset:
+		case m.Kind == msgReset:
 			closeAll(fds)
 			if step, rerr := in.mountJobRoot(m.Reset.DiskBytes); rerr != nil {
 				err = in.fail(step, rerr)
