@@ -46,6 +46,20 @@ func BenchmarkRunTrue(b *testing.B) {
 	}
 }
 
+// BenchmarkRunTruePrepared is BenchmarkRunTrue where each run asks for the
+// next one's process to be prepared (Process.More), as after a reset: the
+// setup that does not depend on the request is off the run's path.
+func BenchmarkRunTruePrepared(b *testing.B) {
+	sb := newTestSandbox(b)
+	p := Process{Argv: []string{"/bin/true"}, Env: DefaultEnv, More: true}
+	for b.Loop() {
+		r, err := sb.Run(context.Background(), p)
+		if err != nil || r.Status != jobs.StatusOK {
+			b.Fatal(err, r)
+		}
+	}
+}
+
 // BenchmarkOSExecTrue is the reference: a plain os/exec of the host's
 // /bin/true, no sandbox.
 func BenchmarkOSExecTrue(b *testing.B) {

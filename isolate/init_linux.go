@@ -74,7 +74,7 @@ func RunInit() {
 	loop.tmpl.landlock_fd = -1
 	loop.tmpl.mnt_fd = -1
 	loop.tmpl.ipc_fd = -1
-	in := &initProc{sock: initSockFd, loop: loop, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
+	in := &initProc{sock: initSockFd, loop: loop, parkProfile: -1, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
 		os.Exit(1)
@@ -91,8 +91,11 @@ const _ = uint(maxRlimits - C.CORRAL_NRLIMITS)
 type initProc struct {
 	sock int // the control socket (SOCK_SEQPACKET)
 	loop *C.struct_corral_loop
-	buf  []byte // the loop's packet buffer (C memory)
-	cfg  initConfig
+	// parkProfile is the profile of the job process parked after each
+	// reset (-1: none).
+	parkProfile C.int
+	buf         []byte // the loop's packet buffer (C memory)
+	cfg         initConfig
 	// The current writable layer's mount and IPC namespaces and Landlock
 	// ruleset, which every job process joins and restricts itself with,
 	// live in loop.tmpl (-1: none).
@@ -190,6 +193,12 @@ func (in *initProc) serve() error {
 		fp.filter = (*C.struct_sock_filter)(filter)
 		lp.profile_names[lp.nprofiles] = C.CString(string(name))
 		lp.profiles[lp.nprofiles] = unsafe.Pointer(fp)
+		// Only default allows what a parked child does once its filter
+		// is on (strict has no chdir, dup3 or close_range).
+		if name == SeccompDefault {
+			lp.parkable[lp.nprofiles] = 1
+			in.parkProfile = lp.nprofiles
+		}
 		lp.nprofiles++
 	}
 	in.cfg.Seccomp = nil
@@ -229,6 +238,8 @@ func (in *initProc) serve() error {
 			err = in.collect(m.Coll, fds)
 		case m.Kind == msgReset:
 			closeAll(fds)
+			// The parked process belongs to the old layer.
+			C.corral_loop_drop_park(in.loop)
 			if step, rerr := in.mountJobRoot(m.Reset.DiskBytes); rerr != nil {
 				err = in.fail(step, rerr)
 			} else {
@@ -476,6 +487,9 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 		return "landlock", err
 	}
 	t.landlock_fd, t.landlock_flags = C.int(fd), C.uint(flags)
+	// The layer's first job process is prepared once the reset is
+	// answered, while the parent waits for a job.
+	in.loop.park_want, in.loop.park_profile_next = 1, in.parkProfile
 	return "", nil
 }
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -64,7 +65,7 @@ static void close_fds(int *fds, int n) {
 // run on. It kills and reaps everything left (setsid'd orphans included:
 // they are the init's children now), killing again after each reap so that
 // a process forked during the kill is caught, and only then reports.
-static int finish(struct corral_loop *L, int status, int64_t wall_ns) {
+static int finish(struct corral_loop *L, int status, int64_t wall_ns, long maxrss_kb) {
 	for (;;) {
 		kill(-1, SIGKILL);
 		int ws;
@@ -73,9 +74,10 @@ static int finish(struct corral_loop *L, int status, int64_t wall_ns) {
 	if (L->pidfd >= 0) close(L->pidfd);
 	L->pid = 0;
 	L->pidfd = -1;
-	char b[128];
-	int n = snprintf(b, sizeof(b), "{\"kind\":\"exited\",\"exit\":{\"wait_status\":%u,\"wall_ns\":%lld}}",
-	                 (unsigned)status, (long long)wall_ns);
+	char b[160];
+	int n = snprintf(b, sizeof(b),
+	                 "{\"kind\":\"exited\",\"exit\":{\"wait_status\":%u,\"wall_ns\":%lld,\"max_rss_kb\":%ld}}",
+	                 (unsigned)status, (long long)wall_ns, maxrss_kb);
 	return send_json(L, b, n);
 }
 
@@ -86,16 +88,19 @@ static int reap(struct corral_loop *L) {
 	int reaped = 0;
 	while (L->pid) {
 		int ws;
-		pid_t got = wait4(-1, &ws, WNOHANG, NULL);
+		struct rusage ru;
+		pid_t got = wait4(-1, &ws, WNOHANG, &ru);
 		if (got < 0 && errno == EINTR) continue;
 		if (got < 0) { // ECHILD: nothing is left, not even the main process
-			int rc = finish(L, 0, 0);
+			int rc = finish(L, 0, 0, 0);
 			return rc < 0 ? rc : 1;
 		}
 		if (got == 0) return reaped;
 		reaped = 1;
 		if (got == L->pid) {
-			int rc = finish(L, ws, now_ns() - L->start_ns);
+			// ru_maxrss: the largest RSS of the main process and the
+			// descendants it waited for.
+			int rc = finish(L, ws, now_ns() - L->start_ns, ru.ru_maxrss);
 			return rc < 0 ? rc : 1;
 		}
 	}
@@ -153,40 +158,52 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 	argv[h.argc] = NULL;
 	envp[h.envc] = NULL;
 
-	struct corral_spawn s = L->tmpl;
-	s.seccomp_filter = NULL;
+	int prof = -1;
 	for (int i = 0; i < L->nprofiles; i++)
-		if (strcmp(L->profile_names[i], profile) == 0) s.seccomp_filter = L->profiles[i];
-	if (!s.seccomp_filter) {
+		if (strcmp(L->profile_names[i], profile) == 0) prof = i;
+	if (prof < 0) {
 		close_fds(fds, nfds);
 		return send_error(L, "seccomp", 0, "no program for that profile");
 	}
-	s.path = argv[0];
-	s.argv = argv;
-	s.envp = envp;
-	s.search_path = "";
-	for (uint32_t i = 0; i < h.envc; i++)
-		if (strncmp(envp[i], "PATH=", 5) == 0) s.search_path = envp[i] + 5;
-	s.cwd = cwd;
-	for (int i = 0; i < 3; i++) s.stdio[i] = fds[i];
-	for (uint32_t i = 0; i < h.nrlimits; i++) {
-		s.rlimits[i].resource = h.rlimits[i].resource;
-		s.rlimits[i].cur = h.rlimits[i].cur;
-		s.rlimits[i].max = h.rlimits[i].max;
+	// The parked child if it was made for this profile and still waits;
+	// else a new one.
+	struct corral_park *P = &L->park;
+	int parked = P->pid > 0 && P->profile == prof && corral_park_alive(P);
+	if (!parked) corral_loop_drop_park(L);
+	struct corral_spawn local, *s = parked ? &P->s : &local;
+	if (!parked) {
+		local = L->tmpl;
+		local.seccomp_filter = L->profiles[prof];
 	}
-	s.nrlimits = (int)h.nrlimits;
+	s->path = argv[0];
+	s->argv = argv;
+	s->envp = envp;
+	s->search_path = "";
+	for (uint32_t i = 0; i < h.envc; i++)
+		if (strncmp(envp[i], "PATH=", 5) == 0) s->search_path = envp[i] + 5;
+	s->cwd = cwd;
+	for (int i = 0; i < 3; i++) s->stdio[i] = fds[i];
+	for (uint32_t i = 0; i < h.nrlimits; i++) {
+		s->rlimits[i].resource = h.rlimits[i].resource;
+		s->rlimits[i].cur = h.rlimits[i].cur;
+		s->rlimits[i].max = h.rlimits[i].max;
+	}
+	s->nrlimits = (int)h.nrlimits;
+	// After this process, prepare the next one with the same profile.
+	L->park_want = (h.flags & CORRAL_SPAWN_PARK_NEXT) && L->parkable[prof];
+	L->park_profile_next = prof;
 
 	int64_t start = now_ns();
-	int pid = corral_spawn_run(&s);
+	int pid = parked ? corral_park_go(P) : corral_spawn_run(s);
 	close_fds(fds, nfds);
 	if (pid < 0) return send_error(L, "clone", -pid, NULL);
-	if (s.err_step != 0) {
+	if (s->err_step != 0) {
 		int ws;
 		while (wait4(pid, &ws, 0, NULL) < 0 && errno == EINTR) {}
 		const char *step = "unknown";
-		if (s.err_step > 0 && (size_t)s.err_step < sizeof(step_names) / sizeof(step_names[0]))
-			step = step_names[s.err_step];
-		return send_error(L, step, s.err_no, NULL);
+		if (s->err_step > 0 && (size_t)s->err_step < sizeof(step_names) / sizeof(step_names[0]))
+			step = step_names[s->err_step];
+		return send_error(L, step, s->err_no, NULL);
 	}
 	char b[64];
 	int n = snprintf(b, sizeof(b), "{\"kind\":\"started\",\"pid\":%d}", pid);
@@ -243,6 +260,23 @@ static long receive(struct corral_loop *L, int *fds, int *nfds) {
 	return n;
 }
 
+void corral_loop_drop_park(struct corral_loop *L) { corral_park_drop(&L->park); }
+
+// park prepares the next job process, when one is wanted and none runs. A
+// failure is not reported here: the next spawn makes its own process and
+// reports that one's.
+static void park(struct corral_loop *L) {
+	if (L->pid) return; // after this job
+	int prof = L->park_profile_next;
+	L->park_want = 0;
+	if (L->park.pid || prof < 0 || prof >= L->nprofiles || !L->parkable[prof] || L->tmpl.mnt_fd < 0)
+		return;
+	L->park.s = L->tmpl;
+	L->park.s.seccomp_filter = L->profiles[prof];
+	L->park.profile = prof;
+	corral_park_start(&L->park);
+}
+
 long corral_loop_run(struct corral_loop *L) {
 	for (;;) {
 		// While a job runs: wait for a packet, the main process's exit
@@ -257,6 +291,7 @@ long corral_loop_run(struct corral_loop *L) {
 			else if (ready == 0 && L->reap_ms < CORRAL_REAP_MAX_MS) L->reap_ms *= 2;
 			if (ready > 0 && pfd[0].revents) break;
 		}
+		if (L->park_want) park(L);
 		int fds[CORRAL_MAX_PKT_FDS], nfds;
 		long n = receive(L, fds, &nfds);
 		if (n <= 0) return n;

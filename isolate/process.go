@@ -23,6 +23,11 @@ type Process struct {
 	// Output, if set, receives output as it arrives (stream is "stdout"
 	// or "stderr"), up to the output cap. It must not keep p.
 	Output func(stream string, p []byte)
+	// More says another process runs in this sandbox before its next
+	// Reset: the sandbox then prepares that one's process (all of its setup
+	// that does not depend on the request) while this one's result goes
+	// out. After New and Reset a process is always prepared.
+	More bool
 }
 
 // DefaultEnv is the environment a job starts from.

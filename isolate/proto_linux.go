@@ -62,6 +62,9 @@ type spawnReq struct {
 	Cwd     string
 	Rlimits []rlimit
 	Seccomp SeccompProfile
+	// ParkNext asks the init to prepare the next process (same profile)
+	// as soon as this one is done.
+	ParkNext bool
 }
 
 type rlimit struct {
@@ -98,6 +101,9 @@ type fileEntry struct {
 type exitReport struct {
 	WaitStatus uint32 `json:"wait_status"` // syscall.WaitStatus of the main process
 	WallNs     int64  `json:"wall_ns"`     // clone to exit of the main process
+	// MaxRSSKb is the main process's peak resident set (wait4's
+	// ru_maxrss: itself and the descendants it waited for), in KiB.
+	MaxRSSKb int64 `json:"max_rss_kb"`
 }
 
 // InitError is a failure inside the sandbox init or in a job's child before
@@ -132,6 +138,8 @@ func (e *InitError) Unwrap() error {
 const (
 	pktSpawn = 1
 	pktKill  = 2
+	// pktSpawnParkNext is the spawn packet's flag CORRAL_SPAWN_PARK_NEXT.
+	pktSpawnParkNext = 1
 	// spawnPktHeader is sizeof(struct corral_spawn_pkt).
 	spawnPktHeader = 16 + maxRlimits*24
 	maxRlimits     = 8
@@ -157,6 +165,9 @@ func encodeSpawn(req *spawnReq) ([]byte, error) {
 	}
 	b := make([]byte, spawnPktHeader, size)
 	b[0] = pktSpawn
+	if req.ParkNext {
+		b[1] = pktSpawnParkNext
+	}
 	ne := binary.NativeEndian
 	ne.PutUint32(b[4:], uint32(len(req.Rlimits)))
 	ne.PutUint32(b[8:], uint32(len(req.Argv)))

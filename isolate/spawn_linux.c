@@ -1,15 +1,21 @@
 // The job's child between clone and exec: raw system calls only.
 //
-// The child shares the init's memory (CLONE_VM|CLONE_VFORK, like
-// posix_spawn), so it must not allocate, take locks or touch Go state: it
-// only issues system calls through syscall(2) and writes its failure into the
-// caller's struct. Privileges are dropped in a fixed order:
+// The child shares the init's memory (CLONE_VM, like posix_spawn), so it
+// must not allocate, take locks or touch Go state: it only issues system
+// calls through syscall(2) and writes its failure into the caller's struct.
+// Privileges are dropped in a fixed order:
 //
-//   signals to default, own session, job cgroup, cgroup namespace,
-//   the writable layer's mount and IPC namespaces (setns), cwd, stdio, rlimits, bounding set and
-//   securebits, uid/gid (drops the effective and permitted sets), clear
-//   inheritable and ambient, no_new_privs, Landlock, close every other fd,
-//   unblock signals, seccomp (last), exec.
+//   priv_setup: signals to default, own session, job cgroup, cgroup
+//   namespace, the writable layer's mount and IPC namespaces (setns),
+//   bounding set and securebits, uid/gid (drops the effective and permitted
+//   sets), clear inheritable and ambient, no_new_privs, Landlock;
+//   job_setup: cwd, stdio, close every other fd, rlimits, unblock signals;
+//   then seccomp and exec.
+//
+// A child made on request (corral_spawn_run, CLONE_VFORK) runs them in that
+// order. A parked child (corral_park_start) runs priv_setup and loads its
+// seccomp filter ahead of the request, waits, and runs job_setup when the
+// request comes: only the default profile allows what job_setup does.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +33,7 @@
 #include <unistd.h>
 #include <linux/capability.h>
 #include <linux/securebits.h>
+#include <linux/futex.h>
 #include <linux/seccomp.h>
 
 #include "spawn_linux.h"
@@ -40,6 +47,8 @@
 #ifndef SYS_pivot_root
 #define SYS_pivot_root 155
 #endif
+
+#define CORRAL_CLOSE_RANGE_UNSHARE (1U << 1)
 
 #define STACK_SIZE (64 * 1024)
 #define PATHBUF 4096
@@ -161,8 +170,11 @@ static int drop_bounding_set(void) {
 	return 0;
 }
 
-static int child(void *arg) {
-	struct corral_spawn *s = arg;
+// priv_setup is the part of the child's setup that is the same for every
+// process of a writable layer: signals, session, cgroup, namespaces,
+// capabilities, credentials, no_new_privs and Landlock. Returns 0, or
+// exits through fail.
+static int priv_setup(struct corral_spawn *s) {
 	// The init's handlers (the Go runtime's) must not run here: every
 	// signal goes back to its default action (done by the kernel when
 	// clone3 took CLONE_CLEAR_SIGHAND). Signals stay blocked until just
@@ -192,18 +204,6 @@ static int child(void *arg) {
 	// and its IPC namespace.
 	if (syscall(SYS_setns, s->mnt_fd, CLONE_NEWNS) < 0) return fail(s, CORRAL_STEP_NAMESPACES, errno);
 	if (syscall(SYS_setns, s->ipc_fd, CLONE_NEWIPC) < 0) return fail(s, CORRAL_STEP_NAMESPACES, errno);
-	if (syscall(SYS_chdir, s->cwd) < 0) return fail(s, CORRAL_STEP_CWD, errno);
-
-	for (int i = 0; i < 3; i++) {
-		if (syscall(SYS_dup3, s->stdio[i], i, 0) < 0 && !(s->stdio[i] == i))
-			return fail(s, CORRAL_STEP_STDIO, errno);
-	}
-
-	for (int i = 0; i < s->nrlimits; i++) {
-		struct rlimit64 { uint64_t cur, max; } rl = {s->rlimits[i].cur, s->rlimits[i].max};
-		if (syscall(SYS_prlimit64, 0, s->rlimits[i].resource, &rl, NULL) < 0)
-			return fail(s, CORRAL_STEP_RLIMIT, errno);
-	}
 
 	// Capabilities: empty the bounding set (inherited empty from the
 	// calling thread, see corral_spawn_run) and lock the securebits while
@@ -236,29 +236,90 @@ static int child(void *arg) {
 
 	if (s->landlock_fd >= 0 && syscall(SYS_landlock_restrict_self, s->landlock_fd, s->landlock_flags) < 0)
 		return fail(s, CORRAL_STEP_LANDLOCK, errno);
+	return 0;
+}
 
+// job_setup is the part that depends on the request: cwd, stdio, every
+// other fd closed, rlimits, signals unblocked. It needs no privilege (the
+// cwd is entered as the job's uid, under Landlock).
+static int job_setup(struct corral_spawn *s) {
+	if (syscall(SYS_chdir, s->cwd) < 0) return fail(s, CORRAL_STEP_CWD, errno);
+	for (int i = 0; i < 3; i++) {
+		if (syscall(SYS_dup3, s->stdio[i], i, 0) < 0 && !(s->stdio[i] == i))
+			return fail(s, CORRAL_STEP_STDIO, errno);
+	}
 	// Every fd above stderr goes: cgroup files, the Landlock ruleset, the
 	// init's socket and anything else the init holds.
 	if (syscall(SYS_close_range, 3, ~0U, 0) < 0) return fail(s, CORRAL_STEP_FDS, errno);
-
+	// Lowering a hard limit needs no capability; the job's limits are at
+	// most the init's (raising one would need CAP_SYS_RESOURCE on the
+	// host, which the init never has).
+	for (int i = 0; i < s->nrlimits; i++) {
+		struct rlimit64 { uint64_t cur, max; } rl = {s->rlimits[i].cur, s->rlimits[i].max};
+		if (syscall(SYS_prlimit64, 0, s->rlimits[i].resource, &rl, NULL) < 0)
+			return fail(s, CORRAL_STEP_RLIMIT, errno);
+	}
 	sigset_t none;
 	sigemptyset(&none);
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+	return 0;
+}
 
+static int load_seccomp(struct corral_spawn *s) {
 	if (s->seccomp_filter &&
 	    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, s->seccomp_flags, s->seccomp_filter) < 0)
 		return fail(s, CORRAL_STEP_SECCOMP, errno);
+	return 0;
+}
 
+// child is a process spawned on request: the filter goes on last, so that
+// the setup may use what the profile forbids (strict has no chdir or dup3).
+static int child(void *arg) {
+	struct corral_spawn *s = arg;
+	priv_setup(s);
+	job_setup(s);
+	load_seccomp(s);
 	return fail(s, CORRAL_STEP_EXEC, exec_search(s));
 }
 
-int corral_spawn_run(struct corral_spawn *s) {
-	if (!child_stack) {
-		void *p = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE,
-		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-		if (p == MAP_FAILED) return -errno;
-		child_stack = p;
+// park_child is a process prepared ahead of its request (corral_park_start):
+// everything but the request's own part is done, seccomp filter included,
+// then it waits for go. It shares the init's fd table until then, so the
+// request's stdio fds are there; its first act after go is to take a
+// private copy of the table.
+static int park_child(void *arg) {
+	struct corral_park *P = arg;
+	struct corral_spawn *s = &P->s;
+	priv_setup(s);
+	load_seccomp(s);
+	for (;;) {
+		uint32_t g = __atomic_load_n(&P->go, __ATOMIC_ACQUIRE);
+		if (g == CORRAL_PARK_GO) break;
+		if (g != CORRAL_PARK_WAIT) syscall(SYS_exit_group, 0);
+		syscall(SYS_futex, &P->go, FUTEX_WAIT_PRIVATE, CORRAL_PARK_WAIT, NULL, NULL, 0);
 	}
+	// close_range(~0U, ~0U, CLOSE_RANGE_UNSHARE) unshares and closes
+	// nothing: from here on dup3 and close_range touch only our own table.
+	if (syscall(SYS_close_range, ~0U, ~0U, CORRAL_CLOSE_RANGE_UNSHARE) < 0)
+		return fail(s, CORRAL_STEP_FDS, errno);
+	job_setup(s);
+	return fail(s, CORRAL_STEP_EXEC, exec_search(s));
+}
+
+static int map_stack(char **stack) {
+	if (*stack) return 0;
+	void *p = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (p == MAP_FAILED) return -errno;
+	*stack = p;
+	return 0;
+}
+
+// clone_child clones fn(arg) on stack with flags plus SIGCHLD, through
+// clone3 with CLONE_CLEAR_SIGHAND where it can. tid, when set, is the
+// parent and child tid word (CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID).
+// Returns the pid or -errno.
+static long clone_child(unsigned long flags, char *stack, int (*fn)(void *), void *arg, int32_t *tid,
+                        struct corral_spawn *s) {
 	s->err_step = 0;
 	s->err_no = 0;
 	// The bounding set only limits what an exec can grant, and the init
@@ -267,6 +328,7 @@ int corral_spawn_run(struct corral_spawn *s) {
 	// effective capabilities.
 	if (!bset_dropped && drop_bounding_set() == 0) bset_dropped = 1;
 	s->bset_empty = bset_dropped;
+	if (tid) flags |= CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -276,12 +338,13 @@ int corral_spawn_run(struct corral_spawn *s) {
 	if (!clone3_unavailable) {
 		struct corral_clone_args a;
 		memset(&a, 0, sizeof(a));
-		a.flags = CLONE_VM | CLONE_VFORK | CORRAL_CLONE_CLEAR_SIGHAND;
+		a.flags = flags | CORRAL_CLONE_CLEAR_SIGHAND;
 		a.exit_signal = SIGCHLD;
-		a.stack = (uint64_t)(uintptr_t)child_stack;
+		a.stack = (uint64_t)(uintptr_t)stack;
 		a.stack_size = STACK_SIZE;
+		a.parent_tid = a.child_tid = (uint64_t)(uintptr_t)tid;
 		s->sighand_cleared = 1;
-		pid = clone3_run(&a, sizeof(a), child, s);
+		pid = clone3_run(&a, sizeof(a), fn, arg);
 		if (pid < 0) {
 			err = (int)-pid;
 			// Kernels before 5.5, and seccomp profiles that hide clone3
@@ -296,12 +359,63 @@ int corral_spawn_run(struct corral_spawn *s) {
 #endif
 	if (pid < 0) {
 		s->sighand_cleared = 0;
-		pid = clone(child, child_stack + STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, s);
+		pid = clone(fn, stack + STACK_SIZE, (int)flags | SIGCHLD, arg, tid, NULL, tid);
 		err = errno;
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (pid < 0) return -err;
-	return (int)pid;
+	return pid;
+}
+
+int corral_spawn_run(struct corral_spawn *s) {
+	int rc = map_stack(&child_stack);
+	if (rc < 0) return rc;
+	return (int)clone_child(CLONE_VM | CLONE_VFORK, child_stack, child, s, NULL, s);
+}
+
+static char *park_stack;
+
+int corral_park_start(struct corral_park *P) {
+	int rc = map_stack(&park_stack);
+	if (rc < 0) return rc;
+	P->go = CORRAL_PARK_WAIT;
+	P->tid = 0;
+	long pid = clone_child(CLONE_VM | CLONE_FILES, park_stack, park_child, P, &P->tid, &P->s);
+	if (pid < 0) return (int)pid;
+	P->pid = (int)pid;
+	return 0;
+}
+
+// wait_tid waits until the kernel clears the child's tid word: it execed
+// or exited.
+static void wait_tid(struct corral_park *P) {
+	for (;;) {
+		int32_t t = __atomic_load_n(&P->tid, __ATOMIC_ACQUIRE);
+		if (t == 0) return;
+		syscall(SYS_futex, &P->tid, FUTEX_WAIT, t, NULL, NULL, 0);
+	}
+}
+
+int corral_park_alive(struct corral_park *P) {
+	return P->pid > 0 && __atomic_load_n(&P->tid, __ATOMIC_ACQUIRE) != 0;
+}
+
+int corral_park_go(struct corral_park *P) {
+	__atomic_store_n(&P->go, CORRAL_PARK_GO, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &P->go, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	wait_tid(P);
+	int pid = P->pid;
+	P->pid = 0;
+	return pid;
+}
+
+void corral_park_drop(struct corral_park *P) {
+	if (P->pid <= 0) return;
+	__atomic_store_n(&P->go, CORRAL_PARK_EXIT, __ATOMIC_RELEASE);
+	kill(P->pid, SIGKILL);
+	int status;
+	while (waitpid(P->pid, &status, __WALL) < 0 && errno == EINTR) {}
+	P->pid = 0;
 }
 
 struct layer_args {
@@ -327,12 +441,8 @@ static int layer_child(void *arg) {
 }
 
 int corral_layer_ns(const char *root, int *mnt_fd, int *ipc_fd) {
-	if (!child_stack) {
-		void *p = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE,
-		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-		if (p == MAP_FAILED) return -errno;
-		child_stack = p;
-	}
+	int rc = map_stack(&child_stack);
+	if (rc < 0) return rc;
 	struct layer_args a = {root, -1, -1, 0};
 	sigset_t all, old;
 	sigfillset(&all);

@@ -73,6 +73,34 @@ int corral_layer_ns(const char *root, int *mnt_fd, int *ipc_fd);
 // child fails before exec, it exits 127 and err_step/err_no say why.
 int corral_spawn_run(struct corral_spawn *s);
 
+// A job process prepared ahead of its request: cloned with CLONE_VM and
+// CLONE_FILES, it runs the setup that does not depend on the request
+// (session, cgroup, namespaces, credentials, capabilities, no_new_privs,
+// Landlock, the seccomp filter) and waits on go. corral_park_go then gives
+// it the request in s (cwd, stdio, rlimits, argv, envp): it takes a private
+// fd table and execs. So the costly setup is off the job's path.
+#define CORRAL_PARK_WAIT 0
+#define CORRAL_PARK_GO 1
+#define CORRAL_PARK_EXIT 2
+struct corral_park {
+	struct corral_spawn s;
+	int32_t tid; // the child's pid, cleared by the kernel when it execs or exits
+	uint32_t go; // CORRAL_PARK_*
+	int pid;     // 0: none
+	int profile; // the index of its seccomp program in the loop's profiles
+};
+
+// corral_park_start clones a parked child for P->s (filled from the
+// layer's template and a profile). Returns 0 or -errno.
+int corral_park_start(struct corral_park *P);
+// corral_park_alive: the parked child has neither exited nor failed.
+int corral_park_alive(struct corral_park *P);
+// corral_park_go releases the parked child with the request in P->s and
+// waits until it execs or exits (err_step then says why). Returns its pid.
+int corral_park_go(struct corral_park *P);
+// corral_park_drop kills and reaps the parked child, if any.
+void corral_park_drop(struct corral_park *P);
+
 // --- The init's job path in C (loop_linux.c) ---
 
 #define CORRAL_MAX_PROFILES 4
@@ -90,8 +118,11 @@ int corral_spawn_run(struct corral_spawn *s);
 // A spawn packet: this header, then NUL-terminated strings: the seccomp
 // profile's name, the working directory, argc arguments, envc environment
 // entries. It carries the stdin, stdout and stderr fds.
+// Flags of a spawn packet.
+#define CORRAL_SPAWN_PARK_NEXT 1 // another process follows before the next reset: prepare it
+
 struct corral_spawn_pkt {
-	uint8_t tag, pad[3];
+	uint8_t tag, flags, pad[2];
 	uint32_t nrlimits, argc, envc;
 	struct {
 		int32_t resource;
@@ -118,7 +149,19 @@ struct corral_loop {
 	int64_t start_ns;
 	char **vec; // argv and envp pointers
 	size_t veccap;
+	// The parked child, made when park_want is set and no job runs, with
+	// the profile park_profile_next (the init sets both after a reset, a
+	// spawn packet with CORRAL_SPAWN_PARK_NEXT for after its process).
+	// parkable[i]: profile i allows what a parked child does after its
+	// filter is on (close_range, chdir, dup3, prlimit64, futex).
+	struct corral_park park;
+	int park_want, park_profile_next;
+	unsigned char parkable[CORRAL_MAX_PROFILES];
 };
+
+// corral_loop_drop_park kills the parked child (before a reset, whose new
+// layer it cannot join).
+void corral_loop_drop_park(struct corral_loop *L);
 
 // corral_loop_run serves spawn and kill packets and reaps the running job,
 // reporting started, exited and errors itself. It returns the length of a

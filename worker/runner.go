@@ -75,6 +75,8 @@ func runJob(ctx context.Context, sb Sandbox, job *jobs.Job, q QueueConfig, objs 
 			Stdin:   stdin,
 			Limits:  st.Limits.WithDefaults(q.Defaults),
 			Seccomp: isolate.SeccompProfile(profile),
+			// A later step runs in this sandbox: prepare its process.
+			More: i < len(job.Steps)-1,
 		}
 		if live != nil {
 			p.Output = func(stream string, b []byte) { live(name, stream, b) }
