@@ -69,7 +69,7 @@ static int finish(struct corral_loop *L, int status, int64_t wall_ns, long maxrs
 	for (;;) {
 		kill(-1, SIGKILL);
 		int ws;
-		if (wait4(-1, &ws, 0, NULL) < 0 && errno != EINTR) break; // ECHILD: nothing is left
+		if (wait4(-1, &ws, __WALL, NULL) < 0 && errno != EINTR) break; // ECHILD: nothing is left
 	}
 	if (L->pidfd >= 0) close(L->pidfd);
 	L->pid = 0;
@@ -89,7 +89,7 @@ static int reap(struct corral_loop *L) {
 	while (L->pid) {
 		int ws;
 		struct rusage ru;
-		pid_t got = wait4(-1, &ws, WNOHANG, &ru);
+		pid_t got = wait4(-1, &ws, WNOHANG | __WALL, &ru);
 		if (got < 0 && errno == EINTR) continue;
 		if (got < 0) { // ECHILD: nothing is left, not even the main process
 			int rc = finish(L, 0, 0, 0);
@@ -199,7 +199,7 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 	if (pid < 0) return send_error(L, "clone", -pid, NULL);
 	if (s->err_step != 0) {
 		int ws;
-		while (wait4(pid, &ws, 0, NULL) < 0 && errno == EINTR) {}
+		while (wait4(pid, &ws, __WALL, NULL) < 0 && errno == EINTR) {}
 		const char *step = "unknown";
 		if (s->err_step > 0 && (size_t)s->err_step < sizeof(step_names) / sizeof(step_names[0]))
 			step = step_names[s->err_step];

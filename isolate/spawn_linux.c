@@ -296,7 +296,8 @@ static int park_child(void *arg) {
 		uint32_t g = __atomic_load_n(&P->go, __ATOMIC_ACQUIRE);
 		if (g == CORRAL_PARK_GO) break;
 		if (g != CORRAL_PARK_WAIT) syscall(SYS_exit_group, 0);
-		syscall(SYS_futex, &P->go, FUTEX_WAIT_PRIVATE, CORRAL_PARK_WAIT, NULL, NULL, 0);
+		char c;
+		syscall(SYS_read, P->wake[0], &c, 1);
 	}
 	// close_range(~0U, ~0U, CLOSE_RANGE_UNSHARE) unshares and closes
 	// nothing: from here on dup3 and close_range touch only our own table.
@@ -314,7 +315,9 @@ static int map_stack(char **stack) {
 	return 0;
 }
 
-// clone_child clones fn(arg) on stack with flags plus SIGCHLD, through
+// clone_child clones fn(arg) on stack with flags and no exit signal (the
+// init learns of the exit from a pidfd and reaps with __WALL: no SIGCHLD
+// wakes a thread of the Go runtime for its handler), through
 // clone3 with CLONE_CLEAR_SIGHAND where it can. tid, when set, is the
 // parent and child tid word (CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID).
 // Returns the pid or -errno.
@@ -339,7 +342,7 @@ static long clone_child(unsigned long flags, char *stack, int (*fn)(void *), voi
 		struct corral_clone_args a;
 		memset(&a, 0, sizeof(a));
 		a.flags = flags | CORRAL_CLONE_CLEAR_SIGHAND;
-		a.exit_signal = SIGCHLD;
+		a.exit_signal = 0;
 		a.stack = (uint64_t)(uintptr_t)stack;
 		a.stack_size = STACK_SIZE;
 		a.parent_tid = a.child_tid = (uint64_t)(uintptr_t)tid;
@@ -359,7 +362,7 @@ static long clone_child(unsigned long flags, char *stack, int (*fn)(void *), voi
 #endif
 	if (pid < 0) {
 		s->sighand_cleared = 0;
-		pid = clone(fn, stack + STACK_SIZE, (int)flags | SIGCHLD, arg, tid, NULL, tid);
+		pid = clone(fn, stack + STACK_SIZE, (int)flags, arg, tid, NULL, tid);
 		err = errno;
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -378,6 +381,7 @@ static char *park_stack;
 int corral_park_start(struct corral_park *P) {
 	int rc = map_stack(&park_stack);
 	if (rc < 0) return rc;
+	if (P->wake[0] <= 0 && syscall(SYS_pipe2, P->wake, O_CLOEXEC) < 0) return -errno;
 	P->go = CORRAL_PARK_WAIT;
 	P->tid = 0;
 	long pid = clone_child(CLONE_VM | CLONE_FILES, park_stack, park_child, P, &P->tid, &P->s);
@@ -402,7 +406,10 @@ int corral_park_alive(struct corral_park *P) {
 
 int corral_park_go(struct corral_park *P) {
 	__atomic_store_n(&P->go, CORRAL_PARK_GO, __ATOMIC_RELEASE);
-	syscall(SYS_futex, &P->go, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	// A pipe, not a futex: its wake-up is synchronous (the waker is about
+	// to sleep), so the scheduler runs the child on this CPU rather than
+	// waking an idle one.
+	syscall(SYS_write, P->wake[1], "g", 1);
 	wait_tid(P);
 	int pid = P->pid;
 	P->pid = 0;

@@ -88,6 +88,7 @@ struct corral_park {
 	uint32_t go; // CORRAL_PARK_*
 	int pid;     // 0: none
 	int profile; // the index of its seccomp program in the loop's profiles
+	int wake[2]; // a pipe: go is announced by a byte on it
 };
 
 // corral_park_start clones a parked child for P->s (filled from the
