@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,6 +76,7 @@ vfork+exec loop of /bin/true with the same parallelism, for comparison.`)
 	data := fs.String("data", defaultDataDir, "data directory of the embedded worker's images")
 	queue := fs.String("queue", jobs.DefaultQueue, "queue to submit to")
 	floor := fs.Bool("floor", false, "also time the bare vfork+exec loop and print the ratios")
+	cpuProfile := fs.String("cpuprofile", "", "write a pprof CPU profile of this process (with --embedded: the NATS server, the worker and the submitter) over the measured jobs to `FILE`")
 	useClient := fs.Bool("client", false, "submit with the client package (Submit + Wait per job) instead of raw JetStream publishes and one subscription")
 	timeout := fs.Duration("timeout", 2*time.Minute, "longest wait for one job's result")
 	asJSON := fs.Bool("json", false, "print one JSON object with every number")
@@ -166,7 +168,20 @@ vfork+exec loop of /bin/true with the same parallelism, for comparison.`)
 	if progress {
 		stopProgress = showProgress(&done, *nJobs)
 	}
+	stopProfile := func() {}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+	}
 	samples, elapsed, err := benchLoop(ctx, sub, mkJob, *nJobs, *inflight, *timeout, &done)
+	stopProfile()
 	stopProgress()
 	if err != nil {
 		return err
