@@ -94,6 +94,11 @@ type initProc struct {
 	// parkProfile is the profile of the job process parked after each
 	// reset (-1: none).
 	parkProfile C.int
+	// C strings of the layer's mounts, kept across resets.
+	cStrs struct {
+		proc, dev, shm *C.char
+		shmDisk        int64
+	}
 	buf         []byte // the loop's packet buffer (C memory)
 	cfg         initConfig
 	// The current writable layer's mount and IPC namespaces and Landlock
@@ -212,6 +217,7 @@ func (in *initProc) serve() error {
 	lp.tmpl.uid = C.uint32_t(in.cfg.UID)
 	lp.tmpl.gid = C.uint32_t(in.cfg.GID)
 	lp.tmpl.root = C.CString(stageRoot)
+	in.cStrs.proc, in.cStrs.dev = C.CString(stageProc), C.CString(stageDev)
 	if step, err := in.setup(); err != nil {
 		return in.fail(step, err)
 	}
@@ -458,18 +464,9 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 	if err := unix.Mount("corral-root", stageRoot, "overlay", unix.MS_NOSUID|unix.MS_NODEV, ovl); err != nil {
 		return "mount-overlay", err
 	}
-	if err := unix.Mount(stageProc, stageRoot+"/proc", "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return "bind-proc", err
-	}
-	if err := unix.Mount(stageDev, stageRoot+"/dev", "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return "bind-dev", err
-	}
-	shm := fmt.Sprintf("mode=1777,size=%d", diskBytes)
-	if err := unix.Mount("corral-shm", stageRoot+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, shm); err != nil {
-		return "mount-shm", err
-	}
 	// The layer's own mount and IPC namespaces, made once: job processes
-	// join them instead of each copying the mount table.
+	// join them instead of each copying the mount table. The job root's
+	// /proc, /dev and /dev/shm are mounted in that namespace only.
 	t := &in.loop.tmpl
 	for _, fd := range []*C.int{&t.mnt_fd, &t.ipc_fd, &t.landlock_fd} {
 		if *fd >= 0 {
@@ -478,11 +475,12 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 		}
 	}
 	var mnt, ipc C.int
-	if rc := C.corral_layer_ns(t.root, &mnt, &ipc); rc < 0 {
-		return "layer-namespaces", unix.Errno(-rc)
+	var step *C.char
+	if rc := C.corral_layer_ns(t.root, in.cStrs.proc, in.cStrs.dev, in.shmOpts(diskBytes), &mnt, &ipc, &step); rc < 0 {
+		return C.GoString(step), unix.Errno(-rc)
 	}
 	t.mnt_fd, t.ipc_fd = mnt, ipc
-	fd, flags, err := landlockRuleset(stageRoot)
+	fd, flags, err := landlockRuleset(stageRoot, stageDev)
 	if err != nil {
 		return "landlock", err
 	}
@@ -491,6 +489,19 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 	// answered, while the parent waits for a job.
 	in.loop.park_want, in.loop.park_profile_next = 1, in.parkProfile
 	return "", nil
+}
+
+// shmOpts returns the /dev/shm tmpfs options for a layer of diskBytes, as a
+// C string kept until the size changes.
+func (in *initProc) shmOpts(diskBytes int64) *C.char {
+	if in.cStrs.shm == nil || in.cStrs.shmDisk != diskBytes {
+		if in.cStrs.shm != nil {
+			C.free(unsafe.Pointer(in.cStrs.shm))
+		}
+		in.cStrs.shm = C.CString(fmt.Sprintf("mode=1777,size=%d", diskBytes))
+		in.cStrs.shmDisk = diskBytes
+	}
+	return in.cStrs.shm
 }
 
 func loopbackUp() error {

@@ -18,18 +18,18 @@ var landlockConfig = landlock.Config{
 }.BestEffort()
 
 // landlockRuleset makes the Landlock ruleset a job process restricts itself
-// with, for the job root at root (as the init sees it): read and execute
-// everywhere in the root, write only in /tmp, /work and /dev/shm and to the
-// harmless device files. It returns -1 when the kernel has no Landlock.
-// Rules hold the inodes of the current writable layer, so the ruleset is
-// made again after each reset.
-func landlockRuleset(root string) (fd int, flags uint32, err error) {
+// with, for the job root at root and the /dev it gets bound (as the init
+// sees them): read and execute everywhere in the root, write only in /tmp,
+// /work and /dev/shm and to the harmless device files. It returns -1 when
+// the kernel has no Landlock. Rules hold the inodes of the current writable
+// layer, so the ruleset is made again after each reset.
+func landlockRuleset(root, dev string) (fd int, flags uint32, err error) {
 	// /dev as a whole: it is a read-only mount holding only the harmless
 	// device files and /dev/shm, so one rule gives what a rule for each
 	// would, with fewer calls at every reset.
 	fd, flags, err = landlockConfig.NewRulesetFD(
 		landlock.RODirs(root),
-		landlock.RWDirs(root+"/tmp", root+"/work", root+"/dev"),
+		landlock.RWDirs(root+"/tmp", root+"/work", dev),
 	)
 	if err != nil {
 		return -1, 0, fmt.Errorf("landlock ruleset: %w", err)

@@ -426,31 +426,54 @@ void corral_park_drop(struct corral_park *P) {
 }
 
 struct layer_args {
-	const char *root;
+	const char *root, *proc, *dev, *shm_opts, *step;
 	int mnt_fd, ipc_fd, err;
 };
 
-// layer_child runs in new mount and IPC namespaces, sharing the caller's
-// memory and fd table: it pivots into the job root and opens both
-// namespaces for the caller, then exits.
-static int layer_child(void *arg) {
-	struct layer_args *a = arg;
-	if (syscall(SYS_chdir, a->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
-	    syscall(SYS_umount2, ".", MNT_DETACH) < 0 || syscall(SYS_chdir, "/") < 0) {
-		a->err = errno;
-		syscall(SYS_exit, 0);
-	}
-	a->mnt_fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
-	a->ipc_fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
-	if (a->mnt_fd < 0 || a->ipc_fd < 0) a->err = errno;
+static int layer_fail(struct layer_args *a, const char *step) {
+	a->err = errno;
+	a->step = step;
 	syscall(SYS_exit, 0);
 	return 0;
 }
 
-int corral_layer_ns(const char *root, int *mnt_fd, int *ipc_fd) {
+// layer_child runs in new mount and IPC namespaces, sharing the caller's
+// memory and fd table: it mounts the job root's /proc, /dev and /dev/shm
+// (in its namespace only: the init's stays small, so a reset makes and frees
+// fewer mounts), pivots into the job root and opens both namespaces for the
+// caller, then exits.
+static int layer_child(void *arg) {
+	struct layer_args *a = arg;
+	char path[PATHBUF];
+	size_t n = slen(a->root);
+	if (n + sizeof("/dev/shm") > sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return layer_fail(a, "layer-namespaces");
+	}
+	memcpy(path, a->root, n);
+	memcpy(path + n, "/proc", sizeof("/proc"));
+	if (syscall(SYS_mount, a->proc, path, NULL, MS_BIND | MS_REC, NULL) < 0) return layer_fail(a, "bind-proc");
+	memcpy(path + n, "/dev", sizeof("/dev"));
+	if (syscall(SYS_mount, a->dev, path, NULL, MS_BIND | MS_REC, NULL) < 0) return layer_fail(a, "bind-dev");
+	memcpy(path + n, "/dev/shm", sizeof("/dev/shm"));
+	if (syscall(SYS_mount, "corral-shm", path, "tmpfs", MS_NOSUID | MS_NODEV, a->shm_opts) < 0)
+		return layer_fail(a, "mount-shm");
+	if (syscall(SYS_chdir, a->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
+	    syscall(SYS_umount2, ".", MNT_DETACH) < 0 || syscall(SYS_chdir, "/") < 0)
+		return layer_fail(a, "layer-namespaces");
+	a->mnt_fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	a->ipc_fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
+	if (a->mnt_fd < 0 || a->ipc_fd < 0) return layer_fail(a, "layer-namespaces");
+	syscall(SYS_exit, 0);
+	return 0;
+}
+
+int corral_layer_ns(const char *root, const char *proc, const char *dev, const char *shm_opts, int *mnt_fd,
+                    int *ipc_fd, const char **step) {
 	int rc = map_stack(&child_stack);
+	*step = "layer-namespaces";
 	if (rc < 0) return rc;
-	struct layer_args a = {root, -1, -1, 0};
+	struct layer_args a = {root, proc, dev, shm_opts, NULL, -1, -1, 0};
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -465,6 +488,7 @@ int corral_layer_ns(const char *root, int *mnt_fd, int *ipc_fd) {
 	if (a.err) {
 		if (a.mnt_fd >= 0) close(a.mnt_fd);
 		if (a.ipc_fd >= 0) close(a.ipc_fd);
+		*step = a.step;
 		return -a.err;
 	}
 	*mnt_fd = a.mnt_fd;
