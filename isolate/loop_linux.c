@@ -40,6 +40,7 @@ static int64_t now_ns(void) {
 	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+// send_json sends one reply: a JSON message or a binary one.
 static int send_json(struct corral_loop *L, const char *msg, int len) {
 	for (;;) {
 		if (send(L->sock, msg, (size_t)len, MSG_NOSIGNAL) >= 0) return 0;
@@ -74,11 +75,8 @@ static int finish(struct corral_loop *L, int status, int64_t wall_ns, long maxrs
 	if (L->pidfd >= 0) close(L->pidfd);
 	L->pid = 0;
 	L->pidfd = -1;
-	char b[160];
-	int n = snprintf(b, sizeof(b),
-	                 "{\"kind\":\"exited\",\"exit\":{\"wait_status\":%u,\"wall_ns\":%lld,\"max_rss_kb\":%ld}}",
-	                 (unsigned)status, (long long)wall_ns, maxrss_kb);
-	return send_json(L, b, n);
+	struct corral_exited_reply r = {CORRAL_REPLY_EXITED, {0}, (uint32_t)status, wall_ns, maxrss_kb};
+	return send_json(L, (const char *)&r, sizeof(r));
 }
 
 // reap reaps, without waiting, every process that exited; when that includes
@@ -205,9 +203,8 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 			step = step_names[s->err_step];
 		return send_error(L, step, s->err_no, NULL);
 	}
-	char b[64];
-	int n = snprintf(b, sizeof(b), "{\"kind\":\"started\",\"pid\":%d}", pid);
-	if ((rc = send_json(L, b, n)) < 0) {
+	struct corral_started_reply r = {CORRAL_REPLY_STARTED, {0}, pid};
+	if ((rc = send_json(L, (const char *)&r, sizeof(r))) < 0) {
 		kill(-1, SIGKILL);
 		return rc;
 	}

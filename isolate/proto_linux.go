@@ -145,6 +145,30 @@ const (
 	maxRlimits     = 8
 )
 
+// Binary replies of the C loop (struct corral_started_reply and
+// corral_exited_reply in spawn_linux.h).
+const (
+	replyStarted = 0x81
+	replyExited  = 0x82
+)
+
+// decodeReply decodes a binary reply; ok is false for anything else
+// (JSON messages start with '{').
+func decodeReply(b []byte) (m *message, ok bool) {
+	ne := binary.NativeEndian
+	switch {
+	case len(b) == 8 && b[0] == replyStarted:
+		return &message{Kind: msgStarted, Pid: int(int32(ne.Uint32(b[4:])))}, true
+	case len(b) == 24 && b[0] == replyExited:
+		return &message{Kind: msgExited, Exit: &exitReport{
+			WaitStatus: ne.Uint32(b[4:]),
+			WallNs:     int64(ne.Uint64(b[8:])),
+			MaxRSSKb:   int64(ne.Uint64(b[16:])),
+		}}, true
+	}
+	return nil, false
+}
+
 // encodeSpawn encodes a spawn request as a spawn packet.
 func encodeSpawn(req *spawnReq) ([]byte, error) {
 	if len(req.Rlimits) > maxRlimits {

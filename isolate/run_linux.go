@@ -75,33 +75,26 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 		return nil, s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
 	}
 
-	stdin, err := memfdWith("stdin", p.Stdin)
+	// Pipes and memfds belong to their creator: give them to the job's uid
+	// so that reopening /dev/stdout (/proc/self/fd/1) works as it does on
+	// a host.
+	uid, gid := int(s.cfg.HostUID)+JobUID, int(s.cfg.HostUID)+JobGID
+	stdin, closeStdin, err := s.stdinFd(p.Stdin, uid, gid)
 	if err != nil {
 		return nil, err
 	}
-	defer stdin.Close()
-	outR, outW, err := os.Pipe()
+	defer closeStdin()
+	outR, outW, err := jobPipe("stdout", uid, gid)
 	if err != nil {
 		return nil, err
 	}
 	defer outR.Close()
-	errR, errW, err := os.Pipe()
+	errR, errW, err := jobPipe("stderr", uid, gid)
 	if err != nil {
-		outW.Close()
+		unix.Close(outW)
 		return nil, err
 	}
 	defer errR.Close()
-
-	// Pipes belong to their creator: give them to the job's uid so that
-	// reopening /dev/stdout (/proc/self/fd/1) works as it does on a host.
-	jobID := int(s.cfg.HostUID) + JobUID
-	for _, f := range []*os.File{outW, errW, stdin} {
-		if err := unix.Fchown(int(f.Fd()), jobID, int(s.cfg.HostUID)+JobGID); err != nil {
-			outW.Close()
-			errW.Close()
-			return nil, fmt.Errorf("isolate: chown stdio: %w", err)
-		}
-	}
 	pkt, err := encodeSpawn(&spawnReq{
 		Argv:     p.Argv,
 		Env:      p.Env,
@@ -111,13 +104,13 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 		ParkNext: p.More,
 	})
 	if err != nil {
-		outW.Close()
-		errW.Close()
+		unix.Close(outW)
+		unix.Close(errW)
 		return nil, err
 	}
-	err = s.sendPacket(msgSpawn, pkt, []int{int(stdin.Fd()), int(outW.Fd()), int(errW.Fd())})
-	outW.Close()
-	errW.Close()
+	err = s.sendPacket(msgSpawn, pkt, []int{stdin, outW, errW})
+	unix.Close(outW)
+	unix.Close(errW)
 	if err != nil {
 		return nil, err
 	}
@@ -340,6 +333,68 @@ func (c *capture) drain(r io.Reader, limit int64, name string, live func(string,
 			return
 		}
 	}
+}
+
+// jobPipe makes a pipe for a job's output, owned by uid:gid: the read end
+// for the poller, the write end as a plain fd for the init.
+func jobPipe(name string, uid, gid int) (r *os.File, w int, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, -1, fmt.Errorf("isolate: pipe: %w", err)
+	}
+	// The job's end blocks, as a pipe a shell gives does.
+	if err := unix.SetNonblock(p[1], false); err == nil {
+		err = unix.Fchown(p[1], uid, gid)
+	}
+	if err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, -1, fmt.Errorf("isolate: %s pipe: %w", name, err)
+	}
+	return os.NewFile(uintptr(p[0]), name), p[1], nil
+}
+
+// stdinFd returns the fd of a process's stdin and what closes it: a memfd
+// with data owned by uid:gid, or with none the sandbox's sealed empty one.
+func (s *Sandbox) stdinFd(data []byte, uid, gid int) (int, func(), error) {
+	if len(data) > 0 {
+		f, err := memfdWith("stdin", data)
+		if err != nil {
+			return -1, nil, err
+		}
+		if err := unix.Fchown(int(f.Fd()), uid, gid); err != nil {
+			f.Close()
+			return -1, nil, fmt.Errorf("isolate: chown stdin: %w", err)
+		}
+		return int(f.Fd()), func() { f.Close() }, nil
+	}
+	if s.emptyStdin < 0 {
+		fd, err := emptyMemfd()
+		if err != nil {
+			return -1, nil, err
+		}
+		s.emptyStdin = fd
+	}
+	return s.emptyStdin, func() {}, nil
+}
+
+// emptyMemfd makes an empty memfd that nobody can change: sealed against
+// writes and growth, mode 0444 and owned by the host's root, so a job can
+// read it (and reopen it through /proc/self/fd) but not change its mode.
+func emptyMemfd() (int, error) {
+	fd, err := unix.MemfdCreate("stdin", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return -1, fmt.Errorf("isolate: memfd: %w", err)
+	}
+	if err = unix.Fchmod(fd, 0o444); err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS,
+			unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("isolate: empty stdin: %w", err)
+	}
+	return fd, nil
 }
 
 func memfdWith(name string, data []byte) (*os.File, error) {

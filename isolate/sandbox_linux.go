@@ -35,6 +35,9 @@ type Sandbox struct {
 	// lastCounters are the job cgroup's counters at the end of the last
 	// run (nil: read them afresh).
 	lastCounters *cgroupCounters
+	// emptyStdin is the stdin of every process given none: a sealed,
+	// empty, read-only memfd made once (-1: not yet).
+	emptyStdin int
 	broken       error // set when the init is gone or out of step
 	done         chan struct{}
 	closed       bool
@@ -56,7 +59,7 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sandbox{cfg: cfg, disk: cfg.DiskBytes, done: make(chan struct{})}
+	s := &Sandbox{cfg: cfg, disk: cfg.DiskBytes, done: make(chan struct{}), emptyStdin: -1}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -249,6 +252,9 @@ func (s *Sandbox) recv() (*message, error) {
 		}
 		return nil, s.fail(fmt.Errorf("isolate: init gone: %w", err))
 	}
+	if m, ok := decodeReply(buf[:n]); ok {
+		return m, nil
+	}
 	m := new(message)
 	if err := json.Unmarshal(buf[:n], m); err != nil {
 		return nil, s.fail(fmt.Errorf("isolate: bad message from init: %w", err))
@@ -311,6 +317,10 @@ func (s *Sandbox) Close() error {
 	var errs []error
 	if s.conn != nil {
 		s.conn.Close() // the init exits; the kernel kills its pid namespace
+	}
+	if s.emptyStdin >= 0 {
+		unix.Close(s.emptyStdin)
+		s.emptyStdin = -1
 	}
 	if s.cmd != nil && s.cmd.Process != nil {
 		select {

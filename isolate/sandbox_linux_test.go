@@ -2,6 +2,7 @@ package isolate
 
 import (
 	"context"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -177,5 +178,49 @@ func TestWritableDirs(t *testing.T) {
 	res := run(t, sb, jobs.Limits{}, "sh", "-c", "stat -c '%a %u' /tmp /work /dev/shm; umask")
 	if want := "1777 0\n755 1000\n1777 0\n0022\n"; res.Stdout != want {
 		t.Errorf("got %q, want %q (stderr %q)", res.Stdout, want, res.Stderr)
+	}
+}
+
+func TestDecodeReply(t *testing.T) {
+	ne := binary.NativeEndian
+	started := make([]byte, 8)
+	started[0] = replyStarted
+	ne.PutUint32(started[4:], 42)
+	m, ok := decodeReply(started)
+	if !ok || m.Kind != msgStarted || m.Pid != 42 {
+		t.Fatalf("started: %v %+v", ok, m)
+	}
+	exited := make([]byte, 24)
+	exited[0] = replyExited
+	ne.PutUint32(exited[4:], 9)
+	ne.PutUint64(exited[8:], 1234567)
+	ne.PutUint64(exited[16:], 2048)
+	m, ok = decodeReply(exited)
+	if !ok || m.Kind != msgExited || *m.Exit != (exitReport{WaitStatus: 9, WallNs: 1234567, MaxRSSKb: 2048}) {
+		t.Fatalf("exited: %v %+v", ok, m)
+	}
+	// JSON, a short packet and an unknown tag are not binary replies.
+	for _, b := range [][]byte{[]byte(`{"kind":"ready"}`), started[:7], append([]byte{0x83}, started[1:]...)} {
+		if _, ok := decodeReply(b); ok {
+			t.Errorf("%q decoded as a binary reply", b)
+		}
+	}
+}
+
+// TestEmptyStdin: a process given no stdin reads EOF, also through a
+// reopened /dev/stdin, and cannot change the empty file that every such
+// process of the sandbox shares.
+func TestEmptyStdin(t *testing.T) {
+	sb := newTestSandbox(t)
+	for i := 0; i < 2; i++ {
+		r := run(t, sb, jobs.Limits{}, "sh", "-c", `
+n=$(cat | wc -c); echo "read $n"
+n=$(cat /dev/stdin | wc -c); echo "reopened $n"
+echo x 2>/dev/null >/dev/stdin && echo "wrote" || echo "write refused"
+chmod 666 /proc/self/fd/0 2>/dev/null && echo "chmod" || echo "chmod refused"
+stat -L -c %a /proc/self/fd/0`)
+		if want := "read 0\nreopened 0\nwrite refused\nchmod refused\n444\n"; r.Stdout != want {
+			t.Fatalf("run %d: stdout %q, want %q (stderr %q)", i, r.Stdout, want, r.Stderr)
+		}
 	}
 }

@@ -118,6 +118,21 @@ void corral_park_drop(struct corral_park *P);
 // Binary packets from the parent; JSON messages start with '{'.
 #define CORRAL_PKT_SPAWN 1
 #define CORRAL_PKT_KILL 2
+// Binary replies to the parent (errors stay JSON).
+#define CORRAL_REPLY_STARTED 0x81
+#define CORRAL_REPLY_EXITED 0x82
+
+struct corral_started_reply {
+	uint8_t tag, pad[3];
+	int32_t pid;
+};
+
+struct corral_exited_reply {
+	uint8_t tag, pad[3];
+	uint32_t wait_status;
+	int64_t wall_ns;
+	int64_t max_rss_kb;
+};
 
 // A spawn packet: this header, then NUL-terminated strings: the seccomp
 // profile's name, the working directory, argc arguments, envc environment
