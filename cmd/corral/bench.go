@@ -580,6 +580,10 @@ type benchCPU struct {
 	StepsMsPerJob      float64 `json:"steps_cpu_ms_per_job,omitempty"`
 	// Utilization is total CPU / (elapsed × nproc).
 	Utilization float64 `json:"utilization,omitempty"`
+	// MachineBusy is every CPU's busy time / (elapsed × nproc), from
+	// /proc/stat: what the three above leave out (kernel threads: RCU,
+	// softirqs, workqueues) plus anything else the machine ran.
+	MachineBusy float64 `json:"machine_busy,omitempty"`
 	CgroupPath  string  `json:"cgroup_path,omitempty"`
 }
 
@@ -749,6 +753,7 @@ type benchCPUSample struct {
 	cgroup   int64 // the sandboxes' cgroups
 	cgPath   string
 	cgErr    error
+	machine  int64 // every CPU's busy time (/proc/stat), -1 when unreadable
 }
 
 func sampleBenchCPU() benchCPUSample {
@@ -766,7 +771,31 @@ func sampleBenchCPU() benchCPUSample {
 		}
 	}
 	s.cgroup, s.cgPath, s.cgErr = sandboxCgroupCPU()
+	s.machine = machineBusy()
 	return s
+}
+
+// machineBusy returns the time all CPUs spent busy (user, nice, system,
+// irq, softirq, steal) from /proc/stat, in ns; -1 when unreadable.
+func machineBusy() int64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return -1
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return -1
+	}
+	var busy int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system irq softirq steal
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return -1
+		}
+		busy += v
+	}
+	return busy * int64(time.Second) / clockTicks
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times.
@@ -884,6 +913,9 @@ func cpuReport(a, b benchCPUSample, n int, elapsed time.Duration, stepsPerJob fl
 	}
 	c.TotalMsPerJob = per(total)
 	c.Utilization = round3(float64(total) / float64(elapsed) / float64(runtime.NumCPU()))
+	if a.machine >= 0 && b.machine >= 0 {
+		c.MachineBusy = round3(float64(b.machine-a.machine) / float64(elapsed) / float64(runtime.NumCPU()))
+	}
 	return c
 }
 
@@ -1003,8 +1035,12 @@ func (r *benchReport) print(w io.Writer) {
 	row("other (latency − the three)", r.SplitMs.Other)
 	if cpu := r.CPU; cpu != nil {
 		if cpu.Available {
-			fmt.Fprintf(tw, "CPU per job\t%.3f ms total: worker+nats %.3f, sandboxes %.3f, inits %.3f (steps report %.3f); %.0f%% of %d CPUs\n",
+			fmt.Fprintf(tw, "CPU per job\t%.3f ms total: worker+nats %.3f, sandboxes %.3f, inits %.3f (steps report %.3f); %.0f%% of %d CPUs",
 				cpu.TotalMsPerJob, cpu.WorkerNatsMsPerJob, cpu.SandboxesMsPerJob, cpu.InitsMsPerJob, cpu.StepsMsPerJob, cpu.Utilization*100, m.Nproc)
+			if cpu.MachineBusy > 0 {
+				fmt.Fprintf(tw, " (machine busy %.0f%%: the rest is kernel threads and other processes)", cpu.MachineBusy*100)
+			}
+			fmt.Fprintln(tw)
 		} else {
 			fmt.Fprintf(tw, "CPU per job\t%s\n", cpu.Note)
 		}

@@ -40,6 +40,9 @@ func TestBenchEmbedded(t *testing.T) {
 	}
 	if rep.CPU == nil || !rep.CPU.Available || rep.CPU.WorkerNatsMsPerJob <= 0 || rep.CPU.TotalMsPerJob <= 0 {
 		t.Errorf("cpu = %+v", rep.CPU)
+	} else if rep.CPU.MachineBusy <= 0 || rep.CPU.MachineBusy > 1.05 {
+		// The machine's busy share covers what the bench accounts.
+		t.Errorf("machine busy %.3f, want (0, 1]", rep.CPU.MachineBusy)
 	}
 	if rep.Memory == nil || !rep.Memory.Available || rep.Memory.Sandboxes < 1 || rep.Memory.USSKiBAvg <= 0 || rep.Memory.ProcessRSSKiB <= 0 {
 		t.Errorf("memory = %+v", rep.Memory)
