@@ -373,7 +373,8 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg, freeSlot func()) {
 	res.Timing.EnqueuedAt = meta.Timestamp
 	res.Timing.QueueMs = ms(received.Sub(meta.Timestamp))
 	job, reply, rerr := w.admit(q, msg, res)
-	log := w.log.With(zap.String("job", res.ID), zap.String("queue", q.Name), zap.Int("attempt", res.Attempt))
+	// Lazily: most jobs log nothing at the default level.
+	log := w.log.WithLazy(zap.String("job", res.ID), zap.String("queue", q.Name), zap.Int("attempt", res.Attempt))
 	if rerr != nil {
 		res.Status = jobs.StatusRejected
 		res.Error = rerr.Error()
