@@ -17,7 +17,7 @@
 // SCM_RIGHTS, except for the two requests on every job's path: spawn and
 // kill are binary packets (struct corral_spawn_pkt in spawn_linux.h) that
 // the init serves without leaving C (loop_linux.c) — it also reaps there and
-// writes the started, exited and error replies itself. Go handles the rest
+// writes the exited (binary) and error replies itself. Go handles the rest
 // between two calls of that loop. The init's stderr is its log channel;
 // errors are structured replies ([InitError] names the step that failed).
 //
@@ -26,10 +26,11 @@
 //	  |                                         |  /proc, /dev, loopback, hostname
 //	  | <-- ready | error{step,errno} --------- |
 //	  | --- spawn packet {argv,env,cwd,rlimits} |
-//	  |     + fds [stdin, stdout, stderr] ----> |  clone(CLONE_VM|CLONE_VFORK),
-//	  | <-- started{pid} | error{step,errno} -- |  setns into the layer's ns
+//	  |     + fds [stdin, stdout, stderr] ----> |  wakes the prepared process,
+//	  |                                         |  or clone(CLONE_VM|CLONE_VFORK)
+//	  | <-- error{step,errno} (never started) - |
 //	  | --- kill (wall limit, output cap) ----> |  kill(-1, SIGKILL)
-//	  | <-- exited{status,wall} --------------- |  main process gone, rest
+//	  | <-- exited{status,wall,max_rss} ------- |  main process gone, rest
 //	  |                                         |  killed, all reaped
 //	  | --- reset{disk_bytes} ----------------> |  new tmpfs upper and overlay,
 //	  | <-- ready ----------------------------- |  /proc, /dev, /dev/shm again
@@ -43,8 +44,8 @@
 //
 //	/lower/0..n   image layers, top first
 //	/rw           tmpfs sized by disk_bytes: upper/ and work/ of the overlay
-//	/rw/root      the overlay: the job's root, with /proc, /dev, /dev/shm
-//	/proc, /dev   instances bound into each new job root
+//	/rw/root      the overlay: the job's root
+//	/proc, /dev   instances bound into each new job root (in its namespace)
 //
 // Each writable layer gets its own mount namespace, pivoted into /root, and
 // IPC namespace, made by a short-lived child at the reset and kept by fd;
@@ -56,7 +57,9 @@
 // Between clone and exec the child runs C code with raw system calls only
 // (spawn_linux.c): signal handlers reset (clone3 CLONE_CLEAR_SIGHAND), own
 // session, job cgroup and cgroup namespace, the layer's mount and IPC
-// namespaces (setns), stdio, rlimits, empty capability sets with locked securebits, the job's
-// uid and gid, no_new_privs, Landlock, every other fd closed, seccomp last,
-// exec.
+// namespaces (setns), empty capability sets with locked securebits, the
+// job's uid and gid, no_new_privs, Landlock, then cwd, stdio, every other fd
+// closed, rlimits, seccomp last, exec. For the default profile the init
+// prepares the next process ahead of its request, up to and including its
+// seccomp filter (see docs/sandbox.md, "Prepared processes").
 package isolate

@@ -203,11 +203,8 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 			step = step_names[s->err_step];
 		return send_error(L, step, s->err_no, NULL);
 	}
-	struct corral_started_reply r = {CORRAL_REPLY_STARTED, {0}, pid};
-	if ((rc = send_json(L, (const char *)&r, sizeof(r))) < 0) {
-		kill(-1, SIGKILL);
-		return rc;
-	}
+	// No reply now: the parent hears of this process when it has exited
+	// (one wake-up fewer on the job's path).
 	// Without a pidfd (only for lack of fds) the periodic reap finds the
 	// main process, up to CORRAL_REAP_MAX_MS late.
 	L->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);

@@ -16,7 +16,6 @@ const (
 	msgReady   = "ready"
 	msgError   = "error"
 	msgSpawn   = "spawn"
-	msgStarted = "started"
 	msgKill    = "kill"
 	msgExited  = "exited"
 	msgReset   = "reset"
@@ -33,7 +32,6 @@ type message struct {
 	Put    *putReq     `json:"put,omitempty"`
 	Coll   *collectReq `json:"collect,omitempty"`
 	Files  []fileEntry `json:"files,omitempty"`
-	Pid    int         `json:"pid,omitempty"`
 	Exit   *exitReport `json:"exit,omitempty"`
 	Err    *InitError  `json:"err,omitempty"`
 }
@@ -145,20 +143,15 @@ const (
 	maxRlimits     = 8
 )
 
-// Binary replies of the C loop (struct corral_started_reply and
-// corral_exited_reply in spawn_linux.h).
-const (
-	replyStarted = 0x81
-	replyExited  = 0x82
-)
+// The binary reply of the C loop (struct corral_exited_reply in
+// spawn_linux.h).
+const replyExited = 0x82
 
 // decodeReply decodes a binary reply; ok is false for anything else
 // (JSON messages start with '{').
 func decodeReply(b []byte) (m *message, ok bool) {
 	ne := binary.NativeEndian
 	switch {
-	case len(b) == 8 && b[0] == replyStarted:
-		return &message{Kind: msgStarted, Pid: int(int32(ne.Uint32(b[4:])))}, true
 	case len(b) == 24 && b[0] == replyExited:
 		return &message{Kind: msgExited, Exit: &exitReport{
 			WaitStatus: ne.Uint32(b[4:]),

@@ -114,30 +114,10 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	if err != nil {
 		return nil, err
 	}
+	// No reply comes until the process is done: the init answers a spawn
+	// with its exit, or with the error that kept it from starting. So the
+	// output is read and the limits watched from now on.
 	res := &jobs.StepResult{}
-	if _, err := s.expect(context.Background(), msgStarted); err != nil {
-		var ie *InitError
-		if errors.As(err, &ie) && ie.Step == "exec" {
-			// Like a shell: 127 for a command not found, 126 otherwise.
-			res.Status = jobs.StatusNonzeroExit
-			res.ExitCode = 127
-			if ie.Errno != unix.ENOENT && ie.Errno != unix.ENOTDIR {
-				res.ExitCode = 126
-			}
-			res.SetStdout(nil)
-			res.SetStderr([]byte(fmt.Sprintf("corral: exec %q: %v\n", p.Argv[0], ie.Errno)))
-			return res, nil
-		}
-		if errors.As(err, &ie) && ie.Step == "cwd" {
-			res.Status = jobs.StatusNonzeroExit
-			res.ExitCode = 126
-			res.SetStdout(nil)
-			res.SetStderr([]byte(fmt.Sprintf("corral: working directory %q: %v\n", p.Cwd, ie.Errno)))
-			return res, nil
-		}
-		return nil, s.fail(err)
-	}
-
 	// From here on the process runs: watch its output, its wall and cpu
 	// time, and the caller's context.
 	var (
@@ -167,13 +147,16 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	}
 	exited := make(chan exitResult, 1)
 	go func() {
-		m, err := s.expect(context.Background(), msgExited)
-		if err == nil && m.Exit == nil {
-			err = s.fail(errors.New("isolate: exited without a report"))
-		}
 		var r exitResult
-		r.err = err
-		if err == nil {
+		m, err := s.recv()
+		switch {
+		case err != nil:
+			r.err = err
+		case m.Kind == msgError && m.Err != nil:
+			r.startErr = m.Err
+		case m.Kind != msgExited || m.Exit == nil:
+			r.err = s.fail(fmt.Errorf("isolate: init sent %q, want %q", m.Kind, msgExited))
+		default:
 			r.rep = *m.Exit
 		}
 		exited <- r
@@ -214,6 +197,13 @@ wait:
 	}
 	if ex.err != nil {
 		return nil, ex.err
+	}
+	if ex.startErr != nil {
+		wg.Wait() // the child is dead and the init closed its ends
+		if r := startFailure(ex.startErr, p); r != nil {
+			return r, nil
+		}
+		return nil, s.fail(ex.startErr)
 	}
 	if killErr != nil {
 		return nil, killErr
@@ -256,8 +246,30 @@ wait:
 }
 
 type exitResult struct {
-	rep exitReport
-	err error
+	rep      exitReport
+	startErr *InitError // the process never ran: the init says why
+	err      error      // the sandbox failed
+}
+
+// startFailure is the result of a process that could not start for a
+// reason of its own (not the sandbox's): like a shell, 127 for a command
+// not found, 126 for one that cannot be executed or a bad working
+// directory. nil for any other failure.
+func startFailure(ie *InitError, p Process) *jobs.StepResult {
+	res := &jobs.StepResult{Status: jobs.StatusNonzeroExit, ExitCode: 126}
+	res.SetStdout(nil)
+	switch ie.Step {
+	case "exec":
+		if ie.Errno == unix.ENOENT || ie.Errno == unix.ENOTDIR {
+			res.ExitCode = 127
+		}
+		res.SetStderr([]byte(fmt.Sprintf("corral: exec %q: %v\n", p.Argv[0], ie.Errno)))
+	case "cwd":
+		res.SetStderr([]byte(fmt.Sprintf("corral: working directory %q: %v\n", p.Cwd, ie.Errno)))
+	default:
+		return nil
+	}
+	return res
 }
 
 // statusOf decides a step's status. The parent's own reasons to kill come

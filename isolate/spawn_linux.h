@@ -118,14 +118,9 @@ void corral_park_drop(struct corral_park *P);
 // Binary packets from the parent; JSON messages start with '{'.
 #define CORRAL_PKT_SPAWN 1
 #define CORRAL_PKT_KILL 2
-// Binary replies to the parent (errors stay JSON).
-#define CORRAL_REPLY_STARTED 0x81
+// Binary replies to the parent (errors stay JSON). A spawn is answered
+// by an error, or by the exit of its process.
 #define CORRAL_REPLY_EXITED 0x82
-
-struct corral_started_reply {
-	uint8_t tag, pad[3];
-	int32_t pid;
-};
 
 struct corral_exited_reply {
 	uint8_t tag, pad[3];
