@@ -263,6 +263,9 @@ func checkCgroups(root bool) []Feature {
 			return []Feature{f}
 		}
 		details = append(details, "created, limited, measured and removed a test cgroup")
+		if p.intoCgroup != "" {
+			details = append(details, p.intoCgroup)
+		}
 		if v == 2 {
 			swap.OK = p.swap
 			pf := Feature{Name: "cgroup-peak", Required: true, OK: p.peakErr == nil}
@@ -308,6 +311,9 @@ func checkCgroups(root bool) []Feature {
 type cgroupProbe struct {
 	swap    bool  // memsw / memory.swap.max files exist
 	peakErr error // resetPeak's error
+	// intoCgroup says how a job process enters its cgroup on v2 ("" on
+	// v1).
+	intoCgroup string
 }
 
 // probeCgroup creates corral/check-<random>, sets limits, moves nothing in,
@@ -343,6 +349,18 @@ func probeCgroup() (cgroupProbe, error) {
 	p.peakErr = c.resetPeak()
 	if _, err := c.counters(); err != nil {
 		return p, err
+	}
+	if d, err := c.dirFile(); err == nil && d != nil {
+		got, in, err := cloneIntoCgroup(d)
+		d.Close()
+		switch {
+		case err != nil:
+			p.intoCgroup = "clone into the test cgroup: " + err.Error()
+		case in && strings.Contains(got, "::/"+strings.TrimPrefix(c.dirs[0], cgroupfsRoot+"/")+"\n"):
+			p.intoCgroup = "job processes are cloned into their cgroup (CLONE_INTO_CGROUP)"
+		default:
+			p.intoCgroup = "no CLONE_INTO_CGROUP (Linux 5.7+): job processes write themselves into cgroup.procs"
+		}
 	}
 	return p, c.destroy()
 }

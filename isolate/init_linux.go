@@ -27,7 +27,7 @@ import (
 const (
 	initExeFd    = 3 // the sealed copy of the binary it was executed from
 	initSockFd   = 4 // the control socket
-	initProcsFd0 = 5 // the job cgroup's cgroup.procs files, ProcsFiles of them
+	initProcsFd0 = 5 // the job cgroup's cgroup.procs files, ProcsFiles of them, then its v2 directory (CgroupDir)
 )
 
 // Stage paths, after the init has pivoted into the stage.
@@ -74,6 +74,7 @@ func RunInit() {
 	loop.tmpl.landlock_fd = -1
 	loop.tmpl.mnt_fd = -1
 	loop.tmpl.ipc_fd = -1
+	loop.tmpl.cgroup_fd = -1
 	in := &initProc{sock: initSockFd, loop: loop, parkProfile: -1, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
@@ -105,8 +106,8 @@ type initProc struct {
 		proc, dev, shm *C.char
 		shmDisk        int64
 	}
-	buf         []byte // the loop's packet buffer (C memory)
-	cfg         initConfig
+	buf []byte // the loop's packet buffer (C memory)
+	cfg initConfig
 	// The current writable layer's mount and IPC namespaces and Landlock
 	// ruleset, which every job process joins and restricts itself with,
 	// live in loop.tmpl (-1: none).
@@ -220,6 +221,9 @@ func (in *initProc) serve() error {
 		lp.tmpl.procs_fds[i] = C.int(initProcsFd0 + i)
 	}
 	lp.tmpl.nprocs_fds = C.int(in.cfg.ProcsFiles)
+	if in.cfg.CgroupDir {
+		lp.tmpl.cgroup_fd = C.int(initProcsFd0 + in.cfg.ProcsFiles)
+	}
 	lp.tmpl.uid = C.uint32_t(in.cfg.UID)
 	lp.tmpl.gid = C.uint32_t(in.cfg.GID)
 	lp.tmpl.root = C.CString(stageRoot)

@@ -43,6 +43,7 @@ type initConfig struct {
 	DiskBytes  int64    `json:"disk_bytes"`  // size of the writable layer
 	Hostname   string   `json:"hostname"`    // the sandbox's hostname
 	ProcsFiles int      `json:"procs_files"` // number of cgroup.procs fds from fd 5 on
+	CgroupDir  bool     `json:"cgroup_dir"`  // the job cgroup's v2 directory follows them (CLONE_INTO_CGROUP)
 	UID        uint32   `json:"uid"`         // the job's uid inside the sandbox
 	GID        uint32   `json:"gid"`         // the job's gid inside the sandbox
 	// EtcFiles are written into /etc of every writable layer.

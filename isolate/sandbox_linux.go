@@ -38,9 +38,9 @@ type Sandbox struct {
 	// emptyStdin is the stdin of every process given none: a sealed,
 	// empty, read-only memfd made once (-1: not yet).
 	emptyStdin int
-	broken       error // set when the init is gone or out of step
-	done         chan struct{}
-	closed       bool
+	broken     error // set when the init is gone or out of step
+	done       chan struct{}
+	closed     bool
 }
 
 // New starts a sandbox: its cgroup, its init and the init's mounts. The cost
@@ -81,6 +81,15 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 	procs, err := s.cg.procsFiles()
 	if err != nil {
 		return nil, fmt.Errorf("isolate: cgroup: %w", err)
+	}
+	// On v2, job processes are cloned straight into the job cgroup
+	// (CLONE_INTO_CGROUP); the procs file stays for kernels without it.
+	cgDir, err := s.cg.dirFile()
+	if err != nil {
+		return nil, fmt.Errorf("isolate: cgroup: %w", err)
+	}
+	if cgDir != nil {
+		procs = append(procs, cgDir)
 	}
 	defer func() {
 		for _, f := range procs {
@@ -143,7 +152,8 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		Stage:      s.stage,
 		DiskBytes:  cfg.DiskBytes,
 		Hostname:   cfg.Hostname,
-		ProcsFiles: len(procs),
+		ProcsFiles: len(procs) - cgDirCount(cgDir),
+		CgroupDir:  cgDir != nil,
 		UID:        JobUID,
 		GID:        JobGID,
 		EtcFiles:   cfg.EtcFiles,
@@ -187,6 +197,13 @@ func (s *Sandbox) send(m *message, fds []int) error {
 }
 
 // sendPacket sends a binary packet (see encodeSpawn) with fds attached.
+func cgDirCount(f *os.File) int {
+	if f != nil {
+		return 1
+	}
+	return 0
+}
+
 func (s *Sandbox) sendPacket(what string, b []byte, fds []int) error {
 	var oob []byte
 	if len(fds) > 0 {

@@ -65,9 +65,17 @@ static __thread int bset_dropped;
 #define CORRAL_CLONE_CLEAR_SIGHAND 0x100000000ULL
 
 // struct clone_args as of Linux 5.5 (CLONE_ARGS_SIZE_VER0).
+#define CORRAL_CLONE_INTO_CGROUP 0x200000000ULL
+
+// struct clone_args as of Linux 5.7 (CLONE_ARGS_SIZE_VER2); the first 64
+// bytes are 5.5's (VER0), enough without CLONE_INTO_CGROUP.
 struct corral_clone_args {
 	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+	uint64_t set_tid, set_tid_size, cgroup;
 };
+#define CORRAL_CLONE_ARGS_VER0 64
+
+static int into_cgroup_unavailable;
 
 static int clone3_unavailable;
 
@@ -191,12 +199,13 @@ static int priv_setup(struct corral_spawn *s) {
 
 	if (syscall(SYS_setsid) < 0) return fail(s, CORRAL_STEP_SETSID, errno);
 
-	// Enter the job cgroup: the files were opened by host root, whose
-	// credentials the kernel checks, so the write works from in here.
-	for (int i = 0; i < s->nprocs_fds; i++)
+	// Enter the job cgroup, unless clone3 made the child there: the files
+	// were opened by host root, whose credentials the kernel checks, so
+	// the write works from in here.
+	for (int i = 0; !s->in_cgroup && i < s->nprocs_fds; i++)
 		if (syscall(SYS_write, s->procs_fds[i], "0", 1) < 0)
 			return fail(s, CORRAL_STEP_CGROUP, errno);
-	if (s->nprocs_fds > 0 && syscall(SYS_unshare, CLONE_NEWCGROUP) < 0)
+	if ((s->in_cgroup || s->nprocs_fds > 0) && syscall(SYS_unshare, CLONE_NEWCGROUP) < 0)
 		return fail(s, CORRAL_STEP_CGROUPNS, errno);
 
 	// Join the writable layer's mount namespace, already pivoted into the
@@ -321,22 +330,23 @@ static int map_stack(char **stack) {
 // clone3 with CLONE_CLEAR_SIGHAND where it can. tid, when set, is the
 // parent and child tid word (CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID).
 // Returns the pid or -errno.
-static long clone_child(unsigned long flags, char *stack, int (*fn)(void *), void *arg, int32_t *tid,
-                        struct corral_spawn *s) {
-	s->err_step = 0;
-	s->err_no = 0;
-	// The bounding set only limits what an exec can grant, and the init
-	// never execs again: emptying it once in the calling thread (caps are
-	// per thread) spares every child 64 prctl calls. The init keeps its
-	// effective capabilities.
-	if (!bset_dropped && drop_bounding_set() == 0) bset_dropped = 1;
-	s->bset_empty = bset_dropped;
+// clone_raw clones fn(arg) on stack with flags and no exit signal (the
+// init learns of the exit from a pidfd and reaps with __WALL: no SIGCHLD
+// wakes a thread of the Go runtime for its handler), through clone3 with
+// CLONE_CLEAR_SIGHAND where it can, and with CLONE_INTO_CGROUP when
+// s->cgroup_fd is a cgroup v2 directory (s->in_cgroup tells the child
+// whether it was born there). tid, when set, is the parent and child tid
+// word (CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID). Returns the pid or
+// -errno.
+static long clone_raw(unsigned long flags, char *stack, int (*fn)(void *), void *arg, int32_t *tid,
+                      struct corral_spawn *s) {
 	if (tid) flags |= CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	long pid = -1;
 	int err = 0;
+	s->in_cgroup = 0;
 #ifdef CORRAL_HAVE_CLONE3
 	if (!clone3_unavailable) {
 		struct corral_clone_args a;
@@ -347,7 +357,25 @@ static long clone_child(unsigned long flags, char *stack, int (*fn)(void *), voi
 		a.stack_size = STACK_SIZE;
 		a.parent_tid = a.child_tid = (uint64_t)(uintptr_t)tid;
 		s->sighand_cleared = 1;
-		pid = clone3_run(&a, sizeof(a), fn, arg);
+		if (s->cgroup_fd >= 0 && !into_cgroup_unavailable) {
+			// Born in the job cgroup: no cgroup.procs write, no
+			// migration.
+			a.flags |= CORRAL_CLONE_INTO_CGROUP;
+			a.cgroup = (uint64_t)s->cgroup_fd;
+			s->in_cgroup = 1;
+			pid = clone3_run(&a, sizeof(a), fn, arg);
+			if (pid < 0) {
+				err = (int)-pid;
+				// Kernels before 5.7 (E2BIG for the larger struct):
+				// from now on the child writes itself in. Other
+				// errors (a cgroup the kernel refuses) only this once.
+				if (err == E2BIG || err == ENOSYS) into_cgroup_unavailable = 1;
+				s->in_cgroup = 0;
+				a.flags &= ~CORRAL_CLONE_INTO_CGROUP;
+				a.cgroup = 0;
+			}
+		}
+		if (pid < 0) pid = clone3_run(&a, CORRAL_CLONE_ARGS_VER0, fn, arg);
 		if (pid < 0) {
 			err = (int)-pid;
 			// Kernels before 5.5, and seccomp profiles that hide clone3
@@ -368,6 +396,56 @@ static long clone_child(unsigned long flags, char *stack, int (*fn)(void *), voi
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (pid < 0) return -err;
 	return pid;
+}
+
+// clone_child is clone_raw for a job process, from the init's thread.
+static long clone_child(unsigned long flags, char *stack, int (*fn)(void *), void *arg, int32_t *tid,
+                        struct corral_spawn *s) {
+	s->err_step = 0;
+	s->err_no = 0;
+	// The bounding set only limits what an exec can grant, and the init
+	// never execs again: emptying it once in the calling thread (caps are
+	// per thread) spares every child 64 prctl calls. The init keeps its
+	// effective capabilities.
+	if (!bset_dropped && drop_bounding_set() == 0) bset_dropped = 1;
+	s->bset_empty = bset_dropped;
+	return clone_raw(flags, stack, fn, arg, tid, s);
+}
+
+struct cgroup_probe {
+	char *out;
+	int cap, len, err;
+};
+
+static int cgroup_probe_child(void *arg) {
+	struct cgroup_probe *p = arg;
+	int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		p->err = errno;
+		syscall(SYS_exit, 0);
+	}
+	long n = syscall(SYS_read, fd, p->out, (size_t)p->cap);
+	if (n < 0) p->err = errno;
+	else p->len = (int)n;
+	syscall(SYS_exit, 0);
+	return 0;
+}
+
+int corral_clone_into_cgroup_probe(int cgroup_fd, char *out, int cap, int *in_cgroup) {
+	static char *probe_stack;
+	int rc = map_stack(&probe_stack);
+	if (rc < 0) return rc;
+	struct cgroup_probe p = {out, cap, 0, 0};
+	struct corral_spawn s;
+	memset(&s, 0, sizeof(s));
+	s.cgroup_fd = cgroup_fd;
+	long pid = clone_raw(CLONE_VM | CLONE_VFORK, probe_stack, cgroup_probe_child, &p, NULL, &s);
+	if (pid < 0) return (int)pid;
+	int status;
+	while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {}
+	*in_cgroup = s.in_cgroup;
+	if (p.err) return -p.err;
+	return p.len;
 }
 
 int corral_spawn_run(struct corral_spawn *s) {

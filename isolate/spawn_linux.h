@@ -45,6 +45,8 @@ struct corral_spawn {
 	int stdio[3];            // fds that become 0, 1, 2
 	int procs_fds[CORRAL_MAX_PROCS_FDS]; // cgroup.procs files of the job cgroup
 	int nprocs_fds;
+	int cgroup_fd;  // the job cgroup's v2 directory for CLONE_INTO_CGROUP, -1: none (v1)
+	int in_cgroup;  // set for the child: clone3 made it in the job cgroup
 	struct corral_rlimit rlimits[CORRAL_NRLIMITS];
 	int nrlimits;
 	uint32_t uid, gid;       // credentials inside the user namespace
@@ -69,6 +71,12 @@ struct corral_spawn {
 // the caller's table. Returns 0, or -errno and the failed step's name.
 int corral_layer_ns(const char *root, const char *proc, const char *dev, const char *shm_opts, int *mnt_fd,
                     int *ipc_fd, const char **step);
+
+// corral_clone_into_cgroup_probe clones a child as a job process is cloned,
+// with cgroup_fd as its cgroup v2 directory; the child reads
+// /proc/self/cgroup into out. Returns the bytes read or -errno; in_cgroup
+// says whether clone3 placed the child with CLONE_INTO_CGROUP.
+int corral_clone_into_cgroup_probe(int cgroup_fd, char *out, int cap, int *in_cgroup);
 
 // corral_spawn_run clones the child with CLONE_VM|CLONE_VFORK (the caller is
 // suspended until the child execs or exits) into a new mount and IPC
