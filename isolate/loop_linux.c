@@ -119,7 +119,6 @@ static char *next_str(char **p, char *end) {
 // spawn handles one spawn packet (see corral_spawn_pkt) with its three fds.
 static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfds) {
 	struct corral_spawn_pkt h;
-	int rc;
 	if (L->pid) {
 		close_fds(fds, nfds);
 		return send_error(L, "protocol", 0, "spawn while a job runs");
