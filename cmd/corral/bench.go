@@ -190,6 +190,7 @@ vfork+exec loop of /bin/true with the same parallelism, for comparison.`)
 	if rep.Config.Mode == "embedded" {
 		cpu1 = sampleBenchCPU()
 	}
+	decodeSamples(samples)
 	rep.summarize(samples, elapsed)
 	if rep.Config.Mode == "embedded" {
 		rep.CPU = cpuReport(cpu0, cpu1, len(samples), elapsed, rep.stepsCPUPerJob)
@@ -327,7 +328,28 @@ type benchSample struct {
 	latency    time.Duration // publish start → result received
 	publishAck time.Duration // publish start → JetStream ack
 	res        *jobs.Result  // nil on timeout
-	err        error
+	// raw is the result as received, decoded into res by decodeSamples
+	// after the timed run, so that the bench's own JSON work does not
+	// take CPU from the jobs it measures.
+	raw []byte
+	err error
+}
+
+// decodeSamples decodes the raw results of samples.
+func decodeSamples(samples []benchSample) {
+	for i := range samples {
+		s := &samples[i]
+		if s.raw == nil {
+			continue
+		}
+		var res jobs.Result
+		if err := json.Unmarshal(s.raw, &res); err != nil {
+			s.err = fmt.Errorf("result: %w", err)
+		} else {
+			s.res = &res
+		}
+		s.raw = nil
+	}
 }
 
 // benchSubmitter runs one job and returns its sample.
@@ -412,12 +434,7 @@ func (rs *benchRawSubmitter) run(ctx context.Context, job *jobs.Job, timeout tim
 	select {
 	case r := <-ch:
 		s.latency = r.at.Sub(t0)
-		var res jobs.Result
-		if err := json.Unmarshal(r.data, &res); err != nil {
-			s.err = fmt.Errorf("result of %s: %w", job.ID, err)
-			return s
-		}
-		s.res = &res
+		s.raw = r.data
 	case <-tm.C:
 		forget()
 		s.err = fmt.Errorf("no result for job %s within %s", job.ID, timeout)
