@@ -59,7 +59,7 @@
 // session, job cgroup and cgroup namespace, the layer's mount and IPC
 // namespaces (setns), empty capability sets with locked securebits, the
 // job's uid and gid, no_new_privs, Landlock, then cwd, stdio, every other fd
-// closed, rlimits, seccomp last, exec. For the default profile the init
-// prepares the next process ahead of its request, up to and including its
-// seccomp filter (see docs/sandbox.md, "Prepared processes").
+// closed, rlimits, seccomp last, exec. The init prepares the next process
+// ahead of its request, up to and including its seccomp filter for the
+// default profile (see docs/sandbox.md, "Prepared processes").
 package isolate

@@ -75,6 +75,7 @@ func RunInit() {
 	loop.tmpl.mnt_fd = -1
 	loop.tmpl.ipc_fd = -1
 	loop.tmpl.cgroup_fd = -1
+	loop.last_profile = -1
 	in := &initProc{sock: initSockFd, loop: loop, parkProfile: -1, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
@@ -98,8 +99,8 @@ const _ = uint(replyExited - C.CORRAL_REPLY_EXITED)
 type initProc struct {
 	sock int // the control socket (SOCK_SEQPACKET)
 	loop *C.struct_corral_loop
-	// parkProfile is the profile of the job process parked after each
-	// reset (-1: none).
+	// parkProfile is the profile of the job process parked after a reset
+	// when no process ran yet (-1: none); after that, the last one's.
 	parkProfile C.int
 	// C strings of the layer's mounts, kept across resets.
 	cStrs struct {
@@ -206,10 +207,12 @@ func (in *initProc) serve() error {
 		lp.profile_names[lp.nprofiles] = C.CString(string(name))
 		lp.profiles[lp.nprofiles] = unsafe.Pointer(fp)
 		// Only default allows what a parked child does once its filter
-		// is on (strict has no chdir, dup3 or close_range).
+		// is on (strict has no chdir, dup3 or close_range): the others
+		// load it after the request's part.
 		if name == SeccompDefault {
-			lp.parkable[lp.nprofiles] = 1
 			in.parkProfile = lp.nprofiles
+		} else {
+			lp.late_seccomp[lp.nprofiles] = 1
 		}
 		lp.nprofiles++
 	}
@@ -498,6 +501,10 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 	// The layer's first job process is prepared once the reset is
 	// answered, while the parent waits for a job.
 	in.loop.park_want, in.loop.park_profile_next = 1, in.parkProfile
+	if in.loop.last_profile >= 0 {
+		// A queue runs its jobs under one profile, mostly.
+		in.loop.park_profile_next = in.loop.last_profile
+	}
 	return "", nil
 }
 

@@ -187,8 +187,9 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 	}
 	s->nrlimits = (int)h.nrlimits;
 	// After this process, prepare the next one with the same profile.
-	L->park_want = (h.flags & CORRAL_SPAWN_PARK_NEXT) && L->parkable[prof];
+	L->park_want = (h.flags & CORRAL_SPAWN_PARK_NEXT) != 0;
 	L->park_profile_next = prof;
+	L->last_profile = prof;
 
 	int64_t start = now_ns();
 	int pid = parked ? corral_park_go(P) : corral_spawn_run(s);
@@ -262,11 +263,11 @@ static void park(struct corral_loop *L) {
 	if (L->pid) return; // after this job
 	int prof = L->park_profile_next;
 	L->park_want = 0;
-	if (L->park.pid || prof < 0 || prof >= L->nprofiles || !L->parkable[prof] || L->tmpl.mnt_fd < 0)
-		return;
+	if (L->park.pid || prof < 0 || prof >= L->nprofiles || L->tmpl.mnt_fd < 0) return;
 	L->park.s = L->tmpl;
 	L->park.s.seccomp_filter = L->profiles[prof];
 	L->park.profile = prof;
+	L->park.late_seccomp = L->late_seccomp[prof];
 	corral_park_start(&L->park);
 }
 

@@ -2,8 +2,11 @@ package isolate
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corralhq/corral/jobs"
 )
@@ -94,6 +97,110 @@ func TestPreparedProcessOtherProfile(t *testing.T) {
 	r, err = sb.Run(context.Background(), Process{Argv: []string{"true"}, Env: DefaultEnv, Cwd: "/no/such/dir"})
 	if err != nil || r.ExitCode != 126 || !strings.Contains(r.Stderr, "working directory") {
 		t.Fatalf("missing cwd: %v %+v", err, r)
+	}
+	assertEmpty(t, sb)
+}
+
+// preparedCount counts the processes of the job cgroup that still share the
+// init's memory: prepared ones.
+func preparedCount(t *testing.T, sb *Sandbox) int {
+	t.Helper()
+	pids, err := sb.cg.pids()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, pid := range pids {
+		if sharesInitMemory(sb, pid) {
+			n++
+		}
+	}
+	return n
+}
+
+// statusKeys are the /proc/self/status and /proc/self/limits lines that
+// must not depend on how a process was made.
+var statusKeys = []string{"Uid:", "Gid:", "Groups:", "NoNewPrivs:", "Seccomp:", "Seccomp_filters:",
+	"CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:", "SigBlk:", "SigIgn:", "SigCgt:",
+	"Max cpu time", "Max file size", "Max stack size", "Max core file size", "Max open files", "stdin here"}
+
+func keyLines(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		for _, k := range statusKeys {
+			if strings.HasPrefix(l, k) {
+				keep = append(keep, l)
+			}
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// TestPreparedStrictProcess: after a reset the sandbox prepares a process
+// for the profile it last ran, strict included, whose filter is loaded after
+// the request's part (strict forbids chdir and dup3); it must be the same
+// as one made on request.
+func TestPreparedStrictProcess(t *testing.T) {
+	sb := newTestSandbox(t)
+	p := Process{Argv: []string{"cat", "/proc/self/status", "/proc/self/limits", "-"}, Env: DefaultEnv,
+		Limits: jobs.Limits{OpenFiles: 100}, Cwd: "/tmp", Stdin: []byte("stdin here\n"), Seccomp: SeccompStrict}
+	var lastPid string // the job's pid in the sandbox
+	runOne := func(name string) string {
+		t.Helper()
+		r, err := sb.Run(context.Background(), p)
+		if err != nil || r.Status != jobs.StatusOK || r.Stderr != "" {
+			t.Fatalf("%s: %v %+v", name, err, r)
+		}
+		for _, l := range strings.Split(r.Stdout, "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == "Pid:" {
+				lastPid = f[1]
+			}
+		}
+		return keyLines(r.Stdout)
+	}
+	onRequest := runOne("made on request") // the process prepared at New was default's
+	if err := sb.Reset(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for preparedCount(t, sb) != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := preparedCount(t, sb); n != 1 {
+		t.Fatalf("%d prepared processes after the reset, want 1", n)
+	}
+	// Its pid inside the sandbox (the last NSpid), which the job must
+	// report as its own: the prepared process ran it.
+	var preparedPid string
+	pids, _ := sb.cg.pids()
+	for _, pid := range pids {
+		if !sharesInitMemory(sb, pid) {
+			continue
+		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" {
+				preparedPid = f[len(f)-1]
+			}
+		}
+	}
+	prepared := runOne("prepared at Reset")
+	if lastPid == "" || lastPid != preparedPid {
+		t.Errorf("the job ran as pid %q, the prepared process was %q", lastPid, preparedPid)
+	}
+	if prepared != onRequest {
+		t.Errorf("prepared:\n%s\nmade on request:\n%s", prepared, onRequest)
+	}
+	for _, want := range []string{"Seccomp:\t2", "Seccomp_filters:\t1", "NoNewPrivs:\t1", "CapEff:\t0000000000000000", "stdin here"} {
+		if !strings.Contains(prepared, want) {
+			t.Errorf("prepared process lacks %q:\n%s", want, prepared)
+		}
+	}
+	if !strings.Contains(prepared, "Max open files            100                  100") {
+		t.Errorf("rlimits not applied:\n%s", prepared)
 	}
 	assertEmpty(t, sb)
 }

@@ -13,9 +13,10 @@
 //   then seccomp and exec.
 //
 // A child made on request (corral_spawn_run, CLONE_VFORK) runs them in that
-// order. A parked child (corral_park_start) runs priv_setup and loads its
-// seccomp filter ahead of the request, waits, and runs job_setup when the
-// request comes: only the default profile allows what job_setup does.
+// order. A parked child (corral_park_start) runs priv_setup ahead of the
+// request and, for the default profile, loads its seccomp filter too; it
+// waits, and runs job_setup when the request comes (then the filter, for a
+// profile like strict that forbids what job_setup does).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -292,15 +293,16 @@ static int child(void *arg) {
 }
 
 // park_child is a process prepared ahead of its request (corral_park_start):
-// everything but the request's own part is done, seccomp filter included,
-// then it waits for go. It shares the init's fd table until then, so the
+// everything but the request's own part is done, seccomp filter included
+// (unless late_seccomp: for profiles that forbid the request's part), then
+// it waits for go. It shares the init's fd table until then, so the
 // request's stdio fds are there; its first act after go is to take a
 // private copy of the table.
 static int park_child(void *arg) {
 	struct corral_park *P = arg;
 	struct corral_spawn *s = &P->s;
 	priv_setup(s);
-	load_seccomp(s);
+	if (!P->late_seccomp) load_seccomp(s);
 	for (;;) {
 		uint32_t g = __atomic_load_n(&P->go, __ATOMIC_ACQUIRE);
 		if (g == CORRAL_PARK_GO) break;
@@ -313,6 +315,9 @@ static int park_child(void *arg) {
 	if (syscall(SYS_close_range, ~0U, ~0U, CORRAL_CLOSE_RANGE_UNSHARE) < 0)
 		return fail(s, CORRAL_STEP_FDS, errno);
 	job_setup(s);
+	// A profile that forbids what job_setup does gets its filter here, as
+	// a child made on request does.
+	if (P->late_seccomp) load_seccomp(s);
 	return fail(s, CORRAL_STEP_EXEC, exec_search(s));
 }
 

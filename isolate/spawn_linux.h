@@ -99,6 +99,7 @@ struct corral_park {
 	uint32_t go; // CORRAL_PARK_*
 	int pid;     // 0: none
 	int profile; // the index of its seccomp program in the loop's profiles
+	int late_seccomp; // load the filter after the request's part, not before the wait
 	int wake[2]; // a pipe: go is announced by a byte on it
 };
 
@@ -172,13 +173,15 @@ struct corral_loop {
 	char **vec; // argv and envp pointers
 	size_t veccap;
 	// The parked child, made when park_want is set and no job runs, with
-	// the profile park_profile_next (the init sets both after a reset, a
-	// spawn packet with CORRAL_SPAWN_PARK_NEXT for after its process).
-	// parkable[i]: profile i allows what a parked child does after its
-	// filter is on (close_range, chdir, dup3, prlimit64, futex).
+	// the profile park_profile_next (the init sets both after a reset: the
+	// last spawn's profile, else default; a spawn packet with
+	// CORRAL_SPAWN_PARK_NEXT for after its process). late_seccomp[i]:
+	// profile i forbids what a parked child does once its filter is on
+	// (strict has no chdir, dup3 or close_range), so its filter is loaded
+	// after the request's part, on the job's path.
 	struct corral_park park;
-	int park_want, park_profile_next;
-	unsigned char parkable[CORRAL_MAX_PROFILES];
+	int park_want, park_profile_next, last_profile;
+	unsigned char late_seccomp[CORRAL_MAX_PROFILES];
 };
 
 // corral_loop_drop_park kills the parked child (before a reset, whose new
