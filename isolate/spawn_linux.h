@@ -87,9 +87,10 @@ int corral_spawn_run(struct corral_spawn *s);
 // A job process prepared ahead of its request: cloned with CLONE_VM and
 // CLONE_FILES, it runs the setup that does not depend on the request
 // (session, cgroup, namespaces, credentials, capabilities, no_new_privs,
-// Landlock, the seccomp filter) and waits on go. corral_park_go then gives
-// it the request in s (cwd, stdio, rlimits, argv, envp): it takes a private
-// fd table and execs. So the costly setup is off the job's path.
+// Landlock, the seccomp filter unless late_seccomp) and waits for a byte on
+// the wake pipe with go set. corral_park_go then gives it the request in s
+// (cwd, stdio, rlimits, argv, envp): it takes a private fd table and execs.
+// So the costly setup is off the job's path.
 #define CORRAL_PARK_WAIT 0
 #define CORRAL_PARK_GO 1
 #define CORRAL_PARK_EXIT 2
@@ -189,7 +190,7 @@ struct corral_loop {
 void corral_loop_drop_park(struct corral_loop *L);
 
 // corral_loop_run serves spawn and kill packets and reaps the running job,
-// reporting started, exited and errors itself. It returns the length of a
+// reporting exits and errors itself. It returns the length of a
 // packet it leaves to the caller (in buf, fds in fds), 0 when the parent
 // hung up, or -errno.
 long corral_loop_run(struct corral_loop *L);
