@@ -54,6 +54,36 @@ func TestBenchEmbedded(t *testing.T) {
 	if m.Nproc <= 0 || m.Kernel == "" || (m.CgroupVersion != 1 && m.CgroupVersion != 2) || m.Date == "" {
 		t.Errorf("machine = %+v", m)
 	}
+
+	// --rounds 3: the jobs in three rounds, each followed by its floor.
+	stdout, stderr, code = corral(t, "bench", "--embedded", "--data", data, "--jobs", "31", "--slots", "2", "--json", "--floor", "--rounds", "3")
+	if code != 0 {
+		t.Fatalf("bench --rounds exited %d:\n%s\n%s", code, stdout, stderr)
+	}
+	rep = benchReport{}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("bench output is not a JSON report: %v\n%s", err, stdout)
+	}
+	if rep.JobsOK != 31 || rep.LatencyMs.N != 31 {
+		t.Errorf("--rounds: jobs ok %d, latency %+v", rep.JobsOK, rep.LatencyMs)
+	}
+	f := rep.Floor
+	if f == nil || len(f.Rounds) != 3 || f.RatioMedian <= 0 || f.Runs != 30 {
+		t.Fatalf("--rounds floor = %+v", f)
+	}
+	jobs := 0
+	for _, r := range f.Rounds {
+		jobs += r.Jobs
+		if r.JobsPerS <= 0 || r.FloorRunsPerS <= 0 || r.Ratio <= 0 || r.LatencyP50Ms <= 0 || r.FloorP50Ms <= 0 {
+			t.Errorf("round = %+v", r)
+		}
+	}
+	if jobs != 31 {
+		t.Errorf("rounds hold %d jobs, want 31", jobs)
+	}
+	if rep.CPU == nil || !rep.CPU.Available || rep.CPU.TotalMsPerJob <= 0 {
+		t.Errorf("--rounds cpu = %+v", rep.CPU)
+	}
 }
 
 // TestBenchStats checks the percentile helper.
