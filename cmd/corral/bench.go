@@ -58,7 +58,7 @@ var benchPayloads = map[string]func() *jobs.Job{
 }
 
 func cmdBench(ctx context.Context, args []string) error {
-	fs := newFlagSet("bench", "corral bench [--nats URL | --embedded] [--jobs N] [--inflight K] [--slots S] [--payload true|echo|python|compile-c] [--floor] [--json]",
+	fs := newFlagSet("bench", "corral bench [--nats URL | --embedded] [--jobs N] [--inflight K] [--slots S] [--payload true|echo|python|compile-c] [--floor [--rounds R]] [--json] [--cpuprofile FILE]",
 		`Measures throughput and latency of jobs end to end: publishes N jobs (after
 20 warm-up jobs) keeping K in flight and reports jobs/s, publish-to-result
 latency percentiles, the queue/setup/run split from the results, the CPU
@@ -66,7 +66,11 @@ per job of the worker and its sandboxes and the memory per warm sandbox.
 --embedded (the default without --nats) starts a NATS server and a worker in
 this process, as 'corral up' does; --nats only submits to a running
 deployment (no CPU or memory numbers then). --floor also times the bare
-vfork+exec loop of /bin/true with the same parallelism, for comparison.`)
+vfork+exec loop of /bin/true with the same parallelism, for comparison, and
+says whether the fast path's targets are met (jobs/s at least 0.6 of the
+floor's runs/s with several jobs in flight; latency p50 at most the floor's
+p50 + 1.5 ms with one); --rounds splits the run into rounds, each followed by
+its share of the floor, and judges by the median round.`)
 	natsURL := fs.String("nats", "", "submit to the deployment at this NATS URL instead of an embedded one")
 	embedded := fs.Bool("embedded", false, "start an embedded NATS server and worker (default when --nats is not given)")
 	nJobs := fs.Int("jobs", 2000, "jobs measured (after 20 warm-up jobs)")
