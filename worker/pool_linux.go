@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -76,6 +78,9 @@ type sandboxPool struct {
 	resets sync.WaitGroup
 	// changed is closed (and replaced) when a sandbox comes back or goes.
 	changed chan struct{}
+
+	// What the pool did, for PoolStats.
+	created, createNs, reset, resetNs atomic.Int64
 }
 
 func newSandboxPool(cfg PoolConfig) (*sandboxPool, error) {
@@ -198,6 +203,7 @@ func (p *sandboxPool) notify() {
 }
 
 func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int) (*pooled, error) {
+	start := time.Now()
 	lower, release, err := p.cfg.Mounter.Acquire(img)
 	if err != nil {
 		if errors.Is(err, rootfs.ErrCorruptImage) {
@@ -218,7 +224,10 @@ func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int) (*
 		release()
 		return nil, err
 	}
-	p.cfg.Log.Debug("sandbox created", zap.String("sandbox", sb.ID()), zap.String("image", img.Name))
+	took := time.Since(start)
+	p.created.Add(1)
+	p.createNs.Add(int64(took))
+	p.cfg.Log.Debug("sandbox created", zap.String("sandbox", sb.ID()), zap.String("image", img.Name), zap.Duration("took", took))
 	return &pooled{Sandbox: sb, image: img.Name, digest: img.Digest, disk: p.cfg.DiskBytes, idx: idx, release: release}, nil
 }
 
@@ -236,11 +245,14 @@ func (p *sandboxPool) put(ps *pooled, healthy bool) {
 	p.resets.Add(1)
 	go func() {
 		defer p.resets.Done()
+		start := time.Now()
 		if err := ps.Reset(context.Background(), p.cfg.DiskBytes); err != nil {
 			p.cfg.Log.Warn("sandbox reset failed", zap.String("sandbox", ps.ID()), zap.Error(err))
 			p.put(ps, false)
 			return
 		}
+		p.reset.Add(1)
+		p.resetNs.Add(int64(time.Since(start)))
 		ps.disk = p.cfg.DiskBytes
 		p.mu.Lock()
 		if p.closed {

@@ -295,6 +295,27 @@ func (w *Worker) Stop() {
 	})
 }
 
+// PoolStats counts what the worker's sandbox pool did since it started.
+// Creating a sandbox (cold) and resetting one both happen off a job's
+// path: before jobs arrive, or after a job's result.
+type PoolStats struct {
+	Created    int64         // sandboxes made
+	CreateTime time.Duration // the time all of them took
+	Resets     int64         // sandboxes reset after a job
+	ResetTime  time.Duration // the time all resets took
+}
+
+// PoolStats returns what the sandbox pool did so far.
+func (w *Worker) PoolStats() PoolStats {
+	p := w.pool
+	return PoolStats{
+		Created:    p.created.Load(),
+		CreateTime: time.Duration(p.createNs.Load()),
+		Resets:     p.reset.Load(),
+		ResetTime:  time.Duration(p.resetNs.Load()),
+	}
+}
+
 // fetchLoop pulls jobs of one queue, never more than there are free slots.
 func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
 	defer w.loops.Done()

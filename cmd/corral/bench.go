@@ -33,6 +33,7 @@ import (
 	"github.com/corralhq/corral/client"
 	"github.com/corralhq/corral/jobs"
 	"github.com/corralhq/corral/rootfs"
+	"github.com/corralhq/corral/worker"
 )
 
 // benchWarmup is the number of jobs run before measuring (not counted).
@@ -122,9 +123,10 @@ its share of the floor, and judges by the median round.`)
 
 	url := *natsURL
 	var stopEmbedded func()
+	var poolStats func() worker.PoolStats
 	if url == "" {
 		var err error
-		url, stopEmbedded, err = startBenchEmbedded(ctx, *data, *image, *queue, *slots, *verbose)
+		url, stopEmbedded, poolStats, err = startBenchEmbedded(ctx, *data, *image, *queue, *slots, *verbose)
 		if err != nil {
 			return err
 		}
@@ -237,6 +239,7 @@ its share of the floor, and judges by the median round.`)
 	rep.summarize(samples, elapsed)
 	if rep.Config.Mode == "embedded" {
 		rep.CPU = cpuReport(benchCPUSample{}, cpuSum, len(samples), elapsed, rep.stepsCPUPerJob)
+		rep.Sandboxes = sandboxesReport(poolStats())
 		rep.Memory = memoryReport()
 	} else {
 		rep.CPU = &benchCPU{Available: false, Note: "not measured with --nats: the worker runs elsewhere"}
@@ -318,17 +321,17 @@ its share of the floor, and judges by the median round.`)
 
 // startBenchEmbedded starts a NATS server with JetStream on a random local
 // port with a temporary store, and a worker on it, as `corral up` does.
-func startBenchEmbedded(ctx context.Context, data, image, queue string, slots int, verbose bool) (url string, stop func(), err error) {
+func startBenchEmbedded(ctx context.Context, data, image, queue string, slots int, verbose bool) (url string, stop func(), pool func() worker.PoolStats, err error) {
 	store, err := rootfs.OpenStore(data)
 	if err != nil {
-		return "", nil, fmt.Errorf("image store %s: %w (build the default image with 'corral image default --data %s')", data, err, data)
+		return "", nil, nil, fmt.Errorf("image store %s: %w (build the default image with 'corral image default --data %s')", data, err, data)
 	}
 	if _, err := store.Get(image); err != nil {
-		return "", nil, fmt.Errorf("image %q is missing from %s: %w; build it with 'corral image default --data %s' (or pass --image NAME)", image, data, err, data)
+		return "", nil, nil, fmt.Errorf("image %q is missing from %s: %w; build it with 'corral image default --data %s' (or pass --image NAME)", image, data, err, data)
 	}
 	tmp, err := os.MkdirTemp("", "corral-bench-nats-")
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	var stops []func()
 	stop = func() {
@@ -352,7 +355,7 @@ func startBenchEmbedded(ctx context.Context, data, image, queue string, slots in
 		NoLog:      true,
 	})
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	go srv.Start()
 	stops = append(stops, func() {
@@ -360,12 +363,12 @@ func startBenchEmbedded(ctx context.Context, data, image, queue string, slots in
 		srv.WaitForShutdown()
 	})
 	if !srv.ReadyForConnections(10 * time.Second) {
-		return "", nil, errors.New("the embedded NATS server did not start")
+		return "", nil, nil, errors.New("the embedded NATS server did not start")
 	}
 	url = srv.ClientURL()
 	wnc, err := nats.Connect(url, nats.Name("corral-bench-worker"), nats.MaxReconnects(-1))
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	stops = append(stops, wnc.Close)
 
@@ -379,7 +382,7 @@ func startBenchEmbedded(ctx context.Context, data, image, queue string, slots in
 	}
 	log, err := zc.Build()
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	stops = append(stops, func() { log.Sync() })
 
@@ -391,13 +394,13 @@ func startBenchEmbedded(ctx context.Context, data, image, queue string, slots in
 	wf.queues = listFlag{queue}
 	w, cleanup, err := wf.startWorker(ctx, wnc, log)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	stops = append(stops, func() {
 		w.Stop()
 		cleanup()
 	})
-	return url, stop, nil
+	return url, stop, w.PoolStats, nil
 }
 
 // benchSample is one measured job.
@@ -617,8 +620,30 @@ type benchReport struct {
 	CPU          *benchCPU      `json:"cpu"`
 	Memory       *benchMemory   `json:"memory"`
 	Floor        *benchFloor    `json:"floor,omitempty"`
+	// Sandboxes is what the embedded worker's pool did (not with --nats).
+	Sandboxes *benchSandboxes `json:"sandboxes,omitempty"`
 
 	stepsCPUPerJob float64
+}
+
+// benchSandboxes is the cost of making and resetting sandboxes, both off
+// the jobs' path, over the whole run (warm-up included).
+type benchSandboxes struct {
+	Created      int64   `json:"created"`
+	CreateMsMean float64 `json:"create_ms_mean"`
+	Resets       int64   `json:"resets"`
+	ResetMsMean  float64 `json:"reset_ms_mean"`
+}
+
+func sandboxesReport(s worker.PoolStats) *benchSandboxes {
+	b := &benchSandboxes{Created: s.Created, Resets: s.Resets}
+	if s.Created > 0 {
+		b.CreateMsMean = round3(float64(s.CreateTime) / 1e6 / float64(s.Created))
+	}
+	if s.Resets > 0 {
+		b.ResetMsMean = round3(float64(s.ResetTime) / 1e6 / float64(s.Resets))
+	}
+	return b
 }
 
 type benchMachine struct {
@@ -1201,6 +1226,10 @@ func (r *benchReport) print(w io.Writer) {
 		} else {
 			fmt.Fprintf(tw, "memory\t%s\n", mem.Note)
 		}
+	}
+	if sb := r.Sandboxes; sb != nil {
+		fmt.Fprintf(tw, "sandboxes\t%d created cold, %.1f ms each; %d resets, %.2f ms each (both off the jobs' path)\n",
+			sb.Created, sb.CreateMsMean, sb.Resets, sb.ResetMsMean)
 	}
 	if f := r.Floor; f != nil {
 		fmt.Fprintf(tw, "floor\tvfork+exec /bin/true, %d runs in %d threads: %.1f runs/s, p50 %.3f ms, p99 %.3f ms\n", f.Runs, f.Threads, f.RunsPerS, f.LatencyMs.P50, f.LatencyMs.P99)

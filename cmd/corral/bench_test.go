@@ -47,6 +47,11 @@ func TestBenchEmbedded(t *testing.T) {
 	if rep.Memory == nil || !rep.Memory.Available || rep.Memory.Sandboxes < 1 || rep.Memory.USSKiBAvg <= 0 || rep.Memory.ProcessRSSKiB <= 0 {
 		t.Errorf("memory = %+v", rep.Memory)
 	}
+	// 30 jobs after 20 warm-up ones, each followed by a reset, in at least
+	// 3 sandboxes (2 slots and a spare) made cold.
+	if sb := rep.Sandboxes; sb == nil || sb.Created < 3 || sb.CreateMsMean <= 0 || sb.Resets < 40 || sb.ResetMsMean <= 0 {
+		t.Errorf("sandboxes = %+v", rep.Sandboxes)
+	}
 	if f := rep.Floor; f == nil || f.Runs != 30 || f.Threads != 2 || f.RunsPerS <= 0 || f.LatencyMs.P50 <= 0 || f.GoExec.RunsPerS <= 0 || f.RatioJobsPerS <= 0 {
 		t.Errorf("floor = %+v", rep.Floor)
 	}
