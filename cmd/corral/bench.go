@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -304,8 +303,9 @@ its share of the floor, and judges by the median round.`)
 				ratios = append(ratios, rd.Ratio)
 				over = append(over, rd.LatencyP50OverFloorMs)
 			}
-			f.RatioMedian = round3(median(ratios))
-			f.LatencyP50OverFloorMedianMs = round3(median(over))
+			// The median round (the lower middle one for an even count).
+			f.RatioMedian = stats(ratios).P50
+			f.LatencyP50OverFloorMedianMs = stats(over).P50
 		}
 		rep.Floor = f
 	}
@@ -742,18 +742,6 @@ type benchRound struct {
 	FloorP50Ms            float64 `json:"floor_p50_ms"`
 	Ratio                 float64 `json:"ratio"`
 	LatencyP50OverFloorMs float64 `json:"latency_p50_minus_floor_ms"`
-}
-
-func median(vs []float64) float64 {
-	if len(vs) == 0 {
-		return 0
-	}
-	s := slices.Clone(vs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func boolInt(b bool) int {
