@@ -82,6 +82,11 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("isolate: cgroup: %w", err)
 	}
+	defer func() {
+		for _, f := range procs {
+			f.Close()
+		}
+	}()
 	// On v2, job processes are cloned straight into the job cgroup
 	// (CLONE_INTO_CGROUP); the procs file stays for kernels without it.
 	cgDir, err := s.cg.dirFile()
@@ -89,13 +94,8 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		return nil, fmt.Errorf("isolate: cgroup: %w", err)
 	}
 	if cgDir != nil {
-		procs = append(procs, cgDir)
+		defer cgDir.Close()
 	}
-	defer func() {
-		for _, f := range procs {
-			f.Close()
-		}
-	}()
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("isolate: socketpair: %w", err)
@@ -112,6 +112,9 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 	s.conn = c.(*net.UnixConn)
 
 	extra := append([]*os.File{exe, initEnd}, procs...)
+	if cgDir != nil {
+		extra = append(extra, cgDir) // right after the procs files
+	}
 	s.cmd = &exec.Cmd{
 		// The memfd is fd 3 in the child when it execs.
 		Path:       fmt.Sprintf("/proc/self/fd/%d", initExeFd),
@@ -152,7 +155,7 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		Stage:      s.stage,
 		DiskBytes:  cfg.DiskBytes,
 		Hostname:   cfg.Hostname,
-		ProcsFiles: len(procs) - cgDirCount(cgDir),
+		ProcsFiles: len(procs),
 		CgroupDir:  cgDir != nil,
 		UID:        JobUID,
 		GID:        JobGID,
@@ -197,13 +200,6 @@ func (s *Sandbox) send(m *message, fds []int) error {
 }
 
 // sendPacket sends a binary packet (see encodeSpawn) with fds attached.
-func cgDirCount(f *os.File) int {
-	if f != nil {
-		return 1
-	}
-	return 0
-}
-
 func (s *Sandbox) sendPacket(what string, b []byte, fds []int) error {
 	var oob []byte
 	if len(fds) > 0 {
