@@ -30,7 +30,7 @@
 //	  |                                         |  or clone(CLONE_VM|CLONE_VFORK)
 //	  | <-- error{step,errno} (never started) - |
 //	  | --- kill (wall limit, output cap) ----> |  kill(-1, SIGKILL)
-//	  | <-- exited{status,wall,max_rss} ------- |  main process gone, rest
+//	  | <-- exited{status,wall} --------------- |  main process gone, rest
 //	  |                                         |  killed, all reaped
 //	  | --- reset{disk_bytes} ----------------> |  new tmpfs upper and overlay,
 //	  | <-- ready ----------------------------- |  /proc, /dev, /dev/shm again

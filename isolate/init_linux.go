@@ -91,8 +91,8 @@ const _ = uint(C.CORRAL_NRLIMITS - maxRlimits)
 const _ = uint(maxRlimits - C.CORRAL_NRLIMITS)
 
 // The C loop's binary replies are the ones the parent decodes.
-const _ = uint(unsafe.Sizeof(C.struct_corral_exited_reply{}) - 24)
-const _ = uint(24 - unsafe.Sizeof(C.struct_corral_exited_reply{}))
+const _ = uint(unsafe.Sizeof(C.struct_corral_exited_reply{}) - 16)
+const _ = uint(16 - unsafe.Sizeof(C.struct_corral_exited_reply{}))
 const _ = uint(C.CORRAL_REPLY_EXITED - replyExited)
 const _ = uint(replyExited - C.CORRAL_REPLY_EXITED)
 

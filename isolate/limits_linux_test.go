@@ -182,7 +182,7 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 	u := r.Usage
-	if u.CPUTimeMs <= 0 || u.WallTimeMs <= 0 || u.MemoryPeakBytes <= 0 {
+	if u.CPUTimeMs <= 0 || u.WallTimeMs <= 0 {
 		t.Fatalf("usage not measured: %+v", u)
 	}
 	if u.UserMs+u.SysMs > u.CPUTimeMs*1.5+20 {
@@ -192,6 +192,18 @@ func TestUsage(t *testing.T) {
 	r2 := run(t, sb, jobs.Limits{}, "true")
 	if r2.Usage.CPUTimeMs >= u.CPUTimeMs {
 		t.Errorf("cpu of true %.1f ms >= busy loop %.1f ms: counters not per job", r2.Usage.CPUTimeMs, u.CPUTimeMs)
+	}
+	// The memory peak is the process's own: dd's 8 MiB buffer, not the
+	// init's memory a prepared process shares before its exec (which
+	// wait4's ru_maxrss would count), nor an earlier process's.
+	for i := 0; i < 2; i++ {
+		r3 := run(t, sb, jobs.Limits{}, "dd", "if=/dev/zero", "of=/dev/null", "bs=8M", "count=2")
+		if p := r3.Usage.MemoryPeakBytes; p < 7<<20 || p > 24<<20 {
+			t.Errorf("run %d: peak of dd bs=8M: %d bytes, want 7-24 MiB", i, p)
+		}
+	}
+	if p := run(t, sb, jobs.Limits{}, "true").Usage.MemoryPeakBytes; p > 4<<20 {
+		t.Errorf("peak of true after dd: %d bytes: not per process", p)
 	}
 }
 

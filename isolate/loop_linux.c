@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -66,7 +65,7 @@ static void close_fds(int *fds, int n) {
 // run on. It kills and reaps everything left (setsid'd orphans included:
 // they are the init's children now), killing again after each reap so that
 // a process forked during the kill is caught, and only then reports.
-static int finish(struct corral_loop *L, int status, int64_t wall_ns, long maxrss_kb) {
+static int finish(struct corral_loop *L, int status, int64_t wall_ns) {
 	for (;;) {
 		kill(-1, SIGKILL);
 		int ws;
@@ -75,7 +74,7 @@ static int finish(struct corral_loop *L, int status, int64_t wall_ns, long maxrs
 	if (L->pidfd >= 0) close(L->pidfd);
 	L->pid = 0;
 	L->pidfd = -1;
-	struct corral_exited_reply r = {CORRAL_REPLY_EXITED, {0}, (uint32_t)status, wall_ns, maxrss_kb};
+	struct corral_exited_reply r = {CORRAL_REPLY_EXITED, {0}, (uint32_t)status, wall_ns};
 	return send_json(L, (const char *)&r, sizeof(r));
 }
 
@@ -86,19 +85,16 @@ static int reap(struct corral_loop *L) {
 	int reaped = 0;
 	while (L->pid) {
 		int ws;
-		struct rusage ru;
-		pid_t got = wait4(-1, &ws, WNOHANG | __WALL, &ru);
+		pid_t got = wait4(-1, &ws, WNOHANG | __WALL, NULL);
 		if (got < 0 && errno == EINTR) continue;
 		if (got < 0) { // ECHILD: nothing is left, not even the main process
-			int rc = finish(L, 0, 0, 0);
+			int rc = finish(L, 0, 0);
 			return rc < 0 ? rc : 1;
 		}
 		if (got == 0) return reaped;
 		reaped = 1;
 		if (got == L->pid) {
-			// ru_maxrss: the largest RSS of the main process and the
-			// descendants it waited for.
-			int rc = finish(L, ws, now_ns() - L->start_ns, ru.ru_maxrss);
+			int rc = finish(L, ws, now_ns() - L->start_ns);
 			return rc < 0 ? rc : 1;
 		}
 	}

@@ -100,9 +100,6 @@ type fileEntry struct {
 type exitReport struct {
 	WaitStatus uint32 `json:"wait_status"` // syscall.WaitStatus of the main process
 	WallNs     int64  `json:"wall_ns"`     // clone to exit of the main process
-	// MaxRSSKb is the main process's peak resident set (wait4's
-	// ru_maxrss: itself and the descendants it waited for), in KiB.
-	MaxRSSKb int64 `json:"max_rss_kb"`
 }
 
 // InitError is a failure inside the sandbox init or in a job's child before
@@ -153,11 +150,10 @@ const replyExited = 0x82
 func decodeReply(b []byte) (m *message, ok bool) {
 	ne := binary.NativeEndian
 	switch {
-	case len(b) == 24 && b[0] == replyExited:
+	case len(b) == 16 && b[0] == replyExited:
 		return &message{Kind: msgExited, Exit: &exitReport{
 			WaitStatus: ne.Uint32(b[4:]),
 			WallNs:     int64(ne.Uint64(b[8:])),
-			MaxRSSKb:   int64(ne.Uint64(b[16:])),
 		}}, true
 	}
 	return nil, false

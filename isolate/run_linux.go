@@ -224,14 +224,15 @@ wait:
 		UserMs:          float64(after.UserNs-before.UserNs) / 1e6,
 		SysMs:           float64(after.SysNs-before.SysNs) / 1e6,
 		WallTimeMs:      float64(ex.rep.WallNs) / 1e6,
-		MemoryPeakBytes: max(after.MemoryPeak-before.MemoryUsage, ex.rep.MaxRSSKb<<10, 0),
+		MemoryPeakBytes: max(after.MemoryPeak-before.MemoryUsage, 0),
 	}
 	// The peak counts from what earlier processes left charged (cached
 	// image files, tmpfs pages): the process's own is the rise above it,
 	// as a fresh cgroup per process would report. The kernel charges a
-	// cgroup in batches of up to 64 pages per CPU, so a small process may
-	// not move the counter at all: the main process's own peak RSS is the
-	// least it reports.
+	// cgroup in batches of up to 64 pages per CPU, so a process smaller
+	// than that may not move the counter at all and reads 0. (wait4's
+	// ru_maxrss is no floor: a process cloned with CLONE_VM counts the
+	// init's memory it shared before its exec.)
 	res.PidsLimitReached = after.PidsMax > before.PidsMax
 	ws := unix.WaitStatus(ex.rep.WaitStatus)
 	if ws.Signaled() {

@@ -183,17 +183,16 @@ func TestWritableDirs(t *testing.T) {
 
 func TestDecodeReply(t *testing.T) {
 	ne := binary.NativeEndian
-	exited := make([]byte, 24)
+	exited := make([]byte, 16)
 	exited[0] = replyExited
 	ne.PutUint32(exited[4:], 9)
 	ne.PutUint64(exited[8:], 1234567)
-	ne.PutUint64(exited[16:], 2048)
 	m, ok := decodeReply(exited)
-	if !ok || m.Kind != msgExited || *m.Exit != (exitReport{WaitStatus: 9, WallNs: 1234567, MaxRSSKb: 2048}) {
+	if !ok || m.Kind != msgExited || *m.Exit != (exitReport{WaitStatus: 9, WallNs: 1234567}) {
 		t.Fatalf("exited: %v %+v", ok, m)
 	}
 	// JSON, a short packet and an unknown tag are not binary replies.
-	for _, b := range [][]byte{[]byte(`{"kind":"ready"}`), exited[:23], append([]byte{0x83}, exited[1:]...)} {
+	for _, b := range [][]byte{[]byte(`{"kind":"ready"}`), exited[:15], append([]byte{0x83}, exited[1:]...)} {
 		if _, ok := decodeReply(b); ok {
 			t.Errorf("%q decoded as a binary reply", b)
 		}

@@ -136,7 +136,6 @@ struct corral_exited_reply {
 	uint8_t tag, pad[3];
 	uint32_t wait_status;
 	int64_t wall_ns;
-	int64_t max_rss_kb;
 };
 
 // A spawn packet: this header, then NUL-terminated strings: the seccomp
