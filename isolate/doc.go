@@ -25,6 +25,9 @@
 //	  | --- config ---------------------------> |  mounts the stage, pivot_root,
 //	  |                                         |  /proc, /dev, loopback, hostname
 //	  | <-- ready | error{step,errno} --------- |
+//	  | --- park packet {profile} ------------> |  prepares the next process
+//	  |     (sent once the parent has read the  |  (no reply)
+//	  |     counters that process counts from)  |
 //	  | --- spawn packet {argv,env,cwd,rlimits} |
 //	  |     + fds [stdin, stdout, stderr] ----> |  wakes the prepared process,
 //	  |                                         |  or clone(CLONE_VM|CLONE_VFORK)
@@ -34,6 +37,7 @@
 //	  |                                         |  killed, all reaped
 //	  | --- reset{disk_bytes} ----------------> |  new tmpfs upper and overlay,
 //	  | <-- ready ----------------------------- |  /proc, /dev, /dev/shm again
+//	  | --- park packet {profile} ------------> |  (and after a step with More)
 //	  | --- (socket closed) ------------------> |  exits; the kernel kills the
 //	                                               rest of the pid namespace
 //

@@ -75,8 +75,7 @@ func RunInit() {
 	loop.tmpl.mnt_fd = -1
 	loop.tmpl.ipc_fd = -1
 	loop.tmpl.cgroup_fd = -1
-	loop.last_profile = -1
-	in := &initProc{sock: initSockFd, loop: loop, parkProfile: -1, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
+	in := &initProc{sock: initSockFd, loop: loop, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
 		os.Exit(1)
@@ -99,9 +98,6 @@ const _ = uint(replyExited - C.CORRAL_REPLY_EXITED)
 type initProc struct {
 	sock int // the control socket (SOCK_SEQPACKET)
 	loop *C.struct_corral_loop
-	// parkProfile is the profile of the job process parked after a reset
-	// when no process ran yet (-1: none); after that, the last one's.
-	parkProfile C.int
 	// C strings of the layer's mounts, kept across resets.
 	cStrs struct {
 		proc, dev, shm *C.char
@@ -209,9 +205,7 @@ func (in *initProc) serve() error {
 		// Only default allows what a parked child does once its filter
 		// is on (strict has no chdir, dup3 or close_range): the others
 		// load it after the request's part.
-		if name == SeccompDefault {
-			in.parkProfile = lp.nprofiles
-		} else {
+		if name != SeccompDefault {
 			lp.late_seccomp[lp.nprofiles] = 1
 		}
 		lp.nprofiles++
@@ -498,13 +492,6 @@ func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
 		return "landlock", err
 	}
 	t.landlock_fd, t.landlock_flags = C.int(fd), C.uint(flags)
-	// The layer's first job process is prepared once the reset is
-	// answered, while the parent waits for a job.
-	in.loop.park_want, in.loop.park_profile_next = 1, in.parkProfile
-	if in.loop.last_profile >= 0 {
-		// A queue runs its jobs under one profile, mostly.
-		in.loop.park_profile_next = in.loop.last_profile
-	}
 	return "", nil
 }
 

@@ -182,10 +182,6 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 		s->rlimits[i].max = h.rlimits[i].max;
 	}
 	s->nrlimits = (int)h.nrlimits;
-	// After this process, prepare the next one with the same profile.
-	L->park_want = (h.flags & CORRAL_SPAWN_PARK_NEXT) != 0;
-	L->park_profile_next = prof;
-	L->last_profile = prof;
 
 	int64_t start = now_ns();
 	int pid = parked ? corral_park_go(P) : corral_spawn_run(s);
@@ -252,14 +248,18 @@ static long receive(struct corral_loop *L, int *fds, int *nfds) {
 
 void corral_loop_drop_park(struct corral_loop *L) { corral_park_drop(&L->park); }
 
-// park prepares the next job process, when one is wanted and none runs. A
-// failure is not reported here: the next spawn makes its own process and
-// reports that one's.
-static void park(struct corral_loop *L) {
-	if (L->pid) return; // after this job
-	int prof = L->park_profile_next;
-	L->park_want = 0;
-	if (L->park.pid || prof < 0 || prof >= L->nprofiles || L->tmpl.mnt_fd < 0) return;
+// park serves a park packet: it prepares the next job process for the
+// profile it names, unless a job runs or one is prepared already. Nothing
+// is reported: a failure leaves the next spawn to make its own process and
+// report that one's.
+static void park(struct corral_loop *L, char *pkt, size_t len) {
+	char *p = pkt + 1, *end = pkt + len;
+	char *name = next_str(&p, end);
+	if (!name || L->pid || L->park.pid || L->tmpl.mnt_fd < 0) return;
+	int prof = -1;
+	for (int i = 0; i < L->nprofiles; i++)
+		if (strcmp(L->profile_names[i], name) == 0) prof = i;
+	if (prof < 0) return;
 	L->park.s = L->tmpl;
 	L->park.s.seccomp_filter = L->profiles[prof];
 	L->park.profile = prof;
@@ -281,7 +281,6 @@ long corral_loop_run(struct corral_loop *L) {
 			else if (ready == 0 && L->reap_ms < CORRAL_REAP_MAX_MS) L->reap_ms *= 2;
 			if (ready > 0 && pfd[0].revents) break;
 		}
-		if (L->park_want) park(L);
 		int fds[CORRAL_MAX_PKT_FDS], nfds;
 		long n = receive(L, fds, &nfds);
 		if (n <= 0) return n;
@@ -294,6 +293,10 @@ long corral_loop_run(struct corral_loop *L) {
 		case CORRAL_PKT_KILL:
 			close_fds(fds, nfds);
 			kill(-1, SIGKILL);
+			break;
+		case CORRAL_PKT_PARK:
+			close_fds(fds, nfds);
+			park(L, L->buf, (size_t)n);
 			break;
 		default:
 			// For Go.

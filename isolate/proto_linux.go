@@ -17,6 +17,7 @@ const (
 	msgError   = "error"
 	msgSpawn   = "spawn"
 	msgKill    = "kill"
+	msgPark    = "park"
 	msgExited  = "exited"
 	msgReset   = "reset"
 	msgPut     = "put"
@@ -61,9 +62,6 @@ type spawnReq struct {
 	Cwd     string
 	Rlimits []rlimit
 	Seccomp SeccompProfile
-	// ParkNext asks the init to prepare the next process (same profile)
-	// as soon as this one is done.
-	ParkNext bool
 }
 
 type rlimit struct {
@@ -134,8 +132,7 @@ func (e *InitError) Unwrap() error {
 const (
 	pktSpawn = 1
 	pktKill  = 2
-	// pktSpawnParkNext is the spawn packet's flag CORRAL_SPAWN_PARK_NEXT.
-	pktSpawnParkNext = 1
+	pktPark  = 3
 	// spawnPktHeader is sizeof(struct corral_spawn_pkt).
 	spawnPktHeader = 16 + maxRlimits*24
 	maxRlimits     = 8
@@ -179,9 +176,6 @@ func encodeSpawn(req *spawnReq) ([]byte, error) {
 	}
 	b := make([]byte, spawnPktHeader, size)
 	b[0] = pktSpawn
-	if req.ParkNext {
-		b[1] = pktSpawnParkNext
-	}
 	ne := binary.NativeEndian
 	ne.PutUint32(b[4:], uint32(len(req.Rlimits)))
 	ne.PutUint32(b[8:], uint32(len(req.Argv)))

@@ -59,21 +59,18 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	if err := s.cg.resetPeak(); err != nil && !errors.Is(err, errors.ErrUnsupported) {
 		return nil, s.fail(fmt.Errorf("isolate: cgroup peak: %w", err))
 	}
-	// Between two runs no process is in the job cgroup (a run ends with
-	// every process reaped, and the init is not in it): the last run's
-	// closing counters are this one's opening ones, but for the memory
-	// charged, which the reset lowers.
+	// Between two runs no process of a job is in the job cgroup (a run
+	// ends with every process reaped, and the init is not in it): the
+	// counters read after the last run or reset, before the init prepared
+	// this process, are this one's opening ones (see prepare).
 	var before cgroupCounters
 	if last := s.lastCounters; last != nil {
 		before = *last
-		before.MemoryUsage, err = s.cg.memoryUsage()
-	} else {
-		before, err = s.cg.counters()
-	}
-	s.lastCounters = nil
-	if err != nil {
+	} else if before, err = s.cg.counters(); err != nil {
 		return nil, s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
 	}
+	s.lastCounters = nil
+	s.lastProfile = profile
 
 	// Pipes and memfds belong to their creator: give them to the job's uid
 	// so that reopening /dev/stdout (/proc/self/fd/1) works as it does on
@@ -96,12 +93,11 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	}
 	defer errR.Close()
 	pkt, err := encodeSpawn(&spawnReq{
-		Argv:     p.Argv,
-		Env:      p.Env,
-		Cwd:      p.Cwd,
-		Rlimits:  rlimitsFor(lim),
-		Seccomp:  profile,
-		ParkNext: p.More,
+		Argv:    p.Argv,
+		Env:     p.Env,
+		Cwd:     p.Cwd,
+		Rlimits: rlimitsFor(lim),
+		Seccomp: profile,
 	})
 	if err != nil {
 		unix.Close(outW)
@@ -215,6 +211,12 @@ wait:
 		return nil, s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
 	}
 	s.lastCounters = &after
+	if p.More {
+		// The next process counts from these closing counters.
+		if err := s.prepare(after); err != nil {
+			return nil, err
+		}
+	}
 	res.SetStdout(stdout.buf)
 	res.SetStderr(stderr.buf)
 	res.StdoutTruncated = stdout.truncated

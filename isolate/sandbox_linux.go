@@ -32,9 +32,13 @@ type Sandbox struct {
 
 	mu   sync.Mutex // serialises use of the control socket's request side
 	rbuf []byte     // receive buffer of recv
-	// lastCounters are the job cgroup's counters at the end of the last
-	// run (nil: read them afresh).
+	// lastCounters are the job cgroup's counters the next process counts
+	// from: read after the last run or reset, before the init prepared
+	// that process (nil: read them afresh).
 	lastCounters *cgroupCounters
+	// lastProfile is the seccomp profile of the last process, which the
+	// process prepared after a reset is for ("": default).
+	lastProfile SeccompProfile
 	// emptyStdin is the stdin of every process given none: a sealed,
 	// empty, read-only memfd made once (-1: not yet).
 	emptyStdin int
@@ -167,7 +171,27 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 	if _, err := s.expect(ctx, msgReady); err != nil {
 		return nil, err
 	}
+	base, err := s.cg.counters()
+	if err != nil {
+		return nil, fmt.Errorf("isolate: cgroup counters: %w", err)
+	}
+	if err := s.prepare(base); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// prepare asks the init to prepare the next process, for the last
+// process's profile; base are the job cgroup's counters that process
+// counts from, read before the request, so that the prepared process's
+// setup is charged to it, as if it were made on request.
+func (s *Sandbox) prepare(base cgroupCounters) error {
+	s.lastCounters = &base
+	profile := s.lastProfile
+	if profile == "" {
+		profile = SeccompDefault
+	}
+	return s.sendPacket(msgPark, append(append([]byte{pktPark}, profile...), 0), nil)
 }
 
 // cpuPeriodUs is the CFS period: short, so that one job's quota debt
@@ -314,7 +338,20 @@ func (s *Sandbox) Reset(ctx context.Context, diskBytes int64) error {
 		return s.fail(err)
 	}
 	s.disk = diskBytes
-	return nil
+	// The reset lowered the memory charged: read it again.
+	var base cgroupCounters
+	var err error
+	if last := s.lastCounters; last != nil {
+		base = *last
+		base.MemoryUsage, err = s.cg.memoryUsage()
+	} else {
+		base, err = s.cg.counters()
+	}
+	if err != nil {
+		s.lastCounters = nil
+		return s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
+	}
+	return s.prepare(base)
 }
 
 // Close kills everything in the sandbox and removes its cgroup and stage

@@ -128,6 +128,11 @@ void corral_park_drop(struct corral_park *P);
 // Binary packets from the parent; JSON messages start with '{'.
 #define CORRAL_PKT_SPAWN 1
 #define CORRAL_PKT_KILL 2
+// A park packet: the tag, then the seccomp profile's NUL-terminated name.
+// It asks for a prepared process (corral_park) for the next request; the
+// parent sends it once it has read the cgroup counters the next process
+// counts from, so the prepared process's setup is that process's.
+#define CORRAL_PKT_PARK 3
 // Binary replies to the parent (errors stay JSON). A spawn is answered
 // by an error, or by the exit of its process.
 #define CORRAL_REPLY_EXITED 0x82
@@ -141,11 +146,8 @@ struct corral_exited_reply {
 // A spawn packet: this header, then NUL-terminated strings: the seccomp
 // profile's name, the working directory, argc arguments, envc environment
 // entries. It carries the stdin, stdout and stderr fds.
-// Flags of a spawn packet.
-#define CORRAL_SPAWN_PARK_NEXT 1 // another process follows before the next reset: prepare it
-
 struct corral_spawn_pkt {
-	uint8_t tag, flags, pad[2];
+	uint8_t tag, pad[3];
 	uint32_t nrlimits, argc, envc;
 	struct {
 		int32_t resource;
@@ -172,15 +174,11 @@ struct corral_loop {
 	int64_t start_ns;
 	char **vec; // argv and envp pointers
 	size_t veccap;
-	// The parked child, made when park_want is set and no job runs, with
-	// the profile park_profile_next (the init sets both after a reset: the
-	// last spawn's profile, else default; a spawn packet with
-	// CORRAL_SPAWN_PARK_NEXT for after its process). late_seccomp[i]:
-	// profile i forbids what a parked child does once its filter is on
-	// (strict has no chdir, dup3 or close_range), so its filter is loaded
-	// after the request's part, on the job's path.
+	// The parked child, made on a park packet when no job runs.
+	// late_seccomp[i]: profile i forbids what a parked child does once its
+	// filter is on (strict has no chdir, dup3 or close_range), so its
+	// filter is loaded after the request's part, on the job's path.
 	struct corral_park park;
-	int park_want, park_profile_next, last_profile;
 	unsigned char late_seccomp[CORRAL_MAX_PROFILES];
 };
 
