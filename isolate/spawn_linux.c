@@ -521,10 +521,11 @@ static int layer_fail(struct layer_args *a, const char *step) {
 }
 
 // layer_child runs in new mount and IPC namespaces, sharing the caller's
-// memory and fd table: it mounts the job root's /proc, /dev and /dev/shm
-// (in its namespace only: the init's stays small, so a reset makes and frees
-// fewer mounts), pivots into the job root and opens both namespaces for the
-// caller, then exits.
+// memory and fd table: it moves its copies of the stage's /proc and /dev
+// trees into the job root (MS_MOVE: no new mounts, and fewer left for the
+// detach of the old root) and mounts /dev/shm, all in its namespace only,
+// pivots into the job root and opens both namespaces for the caller, then
+// exits.
 static int layer_child(void *arg) {
 	struct layer_args *a = arg;
 	char path[PATHBUF];
@@ -535,9 +536,9 @@ static int layer_child(void *arg) {
 	}
 	memcpy(path, a->root, n);
 	memcpy(path + n, "/proc", sizeof("/proc"));
-	if (syscall(SYS_mount, a->proc, path, NULL, MS_BIND | MS_REC, NULL) < 0) return layer_fail(a, "bind-proc");
+	if (syscall(SYS_mount, a->proc, path, NULL, MS_MOVE, NULL) < 0) return layer_fail(a, "move-proc");
 	memcpy(path + n, "/dev", sizeof("/dev"));
-	if (syscall(SYS_mount, a->dev, path, NULL, MS_BIND | MS_REC, NULL) < 0) return layer_fail(a, "bind-dev");
+	if (syscall(SYS_mount, a->dev, path, NULL, MS_MOVE, NULL) < 0) return layer_fail(a, "move-dev");
 	memcpy(path + n, "/dev/shm", sizeof("/dev/shm"));
 	if (syscall(SYS_mount, "corral-shm", path, "tmpfs", MS_NOSUID | MS_NODEV, a->shm_opts) < 0)
 		return layer_fail(a, "mount-shm");

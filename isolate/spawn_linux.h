@@ -65,8 +65,8 @@ struct corral_spawn {
 };
 
 // corral_layer_ns makes the mount and IPC namespaces of a new writable
-// layer: a short-lived child in new namespaces binds proc and dev (with
-// their submounts) to root's /proc and /dev, mounts a tmpfs with shm_opts
+// layer: a short-lived child in new namespaces moves its copies of proc and
+// dev (with their submounts) to root's /proc and /dev, mounts a tmpfs with shm_opts
 // on /dev/shm, pivots into root and opens the namespaces; their fds land in
 // the caller's table. Returns 0, or -errno and the failed step's name.
 int corral_layer_ns(const char *root, const char *proc, const char *dev, const char *shm_opts, int *mnt_fd,
