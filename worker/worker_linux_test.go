@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -116,13 +117,23 @@ func TestWorkerRunsJob(t *testing.T) {
 	if r.Labels["tenant"] != "t1" || r.Worker.Host == "" || r.Timing.StartedAt.IsZero() || r.Timing.EnqueuedAt.IsZero() {
 		t.Fatalf("%+v", r)
 	}
-	// The stored copy in CORRAL_RESULTS.
+	// The stored copy in CORRAL_RESULTS. A subscriber can get the result
+	// before the stream has stored it (the worker's PubAck comes after
+	// the store, the core delivery need not): wait for it a little.
 	stream, err := e.js.Stream(context.Background(), jobs.StreamResults)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stream.GetLastMsgForSubject(context.Background(), "corral.results.j-ok"); err != nil {
-		t.Fatalf("result not stored: %v", err)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := stream.GetLastMsgForSubject(context.Background(), "corral.results.j-ok")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) || time.Now().After(deadline) {
+			t.Fatalf("result not stored: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
