@@ -197,10 +197,7 @@ its share of the floor, and judges by the median round.`)
 	var elapsed time.Duration
 	var cpuSum benchCPUSample
 	var roundFloors []floorRun
-	var roundJobs []struct {
-		samples []benchSample
-		elapsed time.Duration
-	}
+	var roundJobs []benchRoundRun
 	for r := range nRounds {
 		n := *nJobs/nRounds + boolInt(r < *nJobs%nRounds)
 		var cpu0 benchCPUSample
@@ -219,10 +216,7 @@ its share of the floor, and judges by the median round.`)
 		samples = append(samples, s...)
 		elapsed += e
 		if nRounds > 1 {
-			roundJobs = append(roundJobs, struct {
-				samples []benchSample
-				elapsed time.Duration
-			}{s, e})
+			roundJobs = append(roundJobs, benchRoundRun{s, e})
 			fr, err := vforkFloor(floorThreads, max(1, floorRuns/nRounds))
 			if err != nil {
 				stopProfile()
@@ -731,6 +725,12 @@ type benchFloor struct {
 	Rounds                      []benchRound `json:"rounds,omitempty"`
 	RatioMedian                 float64      `json:"ratio_median,omitempty"`
 	LatencyP50OverFloorMedianMs float64      `json:"latency_p50_minus_floor_median_ms,omitempty"`
+}
+
+// benchRoundRun is what one round of --rounds measured of the jobs.
+type benchRoundRun struct {
+	samples []benchSample
+	elapsed time.Duration
 }
 
 // benchRound is one round of --rounds.
