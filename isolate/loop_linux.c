@@ -112,6 +112,14 @@ static char *next_str(char **p, char *end) {
 	return s;
 }
 
+// profile_index returns the index of the seccomp profile named name, -1
+// for none.
+static int profile_index(struct corral_loop *L, const char *name) {
+	for (int i = 0; i < L->nprofiles; i++)
+		if (strcmp(L->profile_names[i], name) == 0) return i;
+	return -1;
+}
+
 // spawn handles one spawn packet (see corral_spawn_pkt) with its three fds.
 static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfds) {
 	struct corral_spawn_pkt h;
@@ -151,9 +159,7 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 	argv[h.argc] = NULL;
 	envp[h.envc] = NULL;
 
-	int prof = -1;
-	for (int i = 0; i < L->nprofiles; i++)
-		if (strcmp(L->profile_names[i], profile) == 0) prof = i;
+	int prof = profile_index(L, profile);
 	if (prof < 0) {
 		close_fds(fds, nfds);
 		return send_error(L, "seccomp", 0, "no program for that profile");
@@ -256,9 +262,7 @@ static void park(struct corral_loop *L, char *pkt, size_t len) {
 	char *p = pkt + 1, *end = pkt + len;
 	char *name = next_str(&p, end);
 	if (!name || L->pid || L->park.pid || L->tmpl.mnt_fd < 0) return;
-	int prof = -1;
-	for (int i = 0; i < L->nprofiles; i++)
-		if (strcmp(L->profile_names[i], name) == 0) prof = i;
+	int prof = profile_index(L, name);
 	if (prof < 0) return;
 	L->park.s = L->tmpl;
 	L->park.s.seccomp_filter = L->profiles[prof];
