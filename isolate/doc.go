@@ -14,11 +14,12 @@
 //
 // The parent and the init talk over a SOCK_SEQPACKET unix socket pair (fd 4 in
 // the init): one JSON [message] per packet, file descriptors passed with
-// SCM_RIGHTS, except for the two requests on every job's path: spawn and
-// kill are binary packets (struct corral_spawn_pkt in spawn_linux.h) that
-// the init serves without leaving C (loop_linux.c) — it also reaps there and
-// writes the exited (binary) and error replies itself. Go handles the rest
-// between two calls of that loop. The init's stderr is its log channel;
+// SCM_RIGHTS, except for the requests of every job's turn: spawn, kill,
+// park and reset are binary packets (spawn_linux.h) that the init serves
+// without leaving C (loop_linux.c, reset_linux.c) — it also reaps there and
+// writes the exited and ready (binary) and error replies itself, so a job's
+// turn wakes none of the init's Go runtime threads. Go handles the rest
+// (config, put, collect) between two calls of that loop. The init's stderr is its log channel;
 // errors are structured replies ([InitError] names the step that failed).
 //
 //	parent                                   init (pid 1)
@@ -35,7 +36,7 @@
 //	  | --- kill (wall limit, output cap) ----> |  kill(-1, SIGKILL)
 //	  | <-- exited{status,wall} --------------- |  main process gone, rest
 //	  |                                         |  killed, all reaped
-//	  | --- reset{disk_bytes} ----------------> |  new tmpfs upper and overlay,
+//	  | --- reset packet {disk_bytes} --------> |  new tmpfs upper and overlay,
 //	  | <-- ready ----------------------------- |  /proc, /dev, /dev/shm again
 //	  | --- park packet {profile} ------------> |  (and after a step with More)
 //	  | --- (socket closed) ------------------> |  exits; the kernel kills the
@@ -54,7 +55,8 @@
 // Each writable layer gets its own mount namespace, pivoted into /root, and
 // IPC namespace, made by a short-lived child at the reset and kept by fd;
 // every job process joins both (setns), so it never sees the stage. A reset
-// replaces /rw (one detach takes the job root with it) and both namespaces.
+// replaces /rw (one detach takes the job root with it), both namespaces and
+// the Landlock ruleset, whose rules hold the new layer's inodes.
 //
 // # The job's process
 //

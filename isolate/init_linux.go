@@ -94,17 +94,20 @@ const _ = uint(unsafe.Sizeof(C.struct_corral_exited_reply{}) - 16)
 const _ = uint(16 - unsafe.Sizeof(C.struct_corral_exited_reply{}))
 const _ = uint(C.CORRAL_REPLY_EXITED - replyExited)
 const _ = uint(replyExited - C.CORRAL_REPLY_EXITED)
+const _ = uint(C.CORRAL_REPLY_READY - replyReady)
+const _ = uint(replyReady - C.CORRAL_REPLY_READY)
+const _ = uint(unsafe.Sizeof(C.struct_corral_ready_reply{}) - 8)
+const _ = uint(8 - unsafe.Sizeof(C.struct_corral_ready_reply{}))
+const _ = uint(C.CORRAL_PKT_RESET - pktReset)
+const _ = uint(pktReset - C.CORRAL_PKT_RESET)
+const _ = uint(unsafe.Sizeof(C.struct_corral_reset_pkt{}) - resetPktSize)
+const _ = uint(resetPktSize - unsafe.Sizeof(C.struct_corral_reset_pkt{}))
 
 type initProc struct {
 	sock int // the control socket (SOCK_SEQPACKET)
 	loop *C.struct_corral_loop
-	// C strings of the layer's mounts, kept across resets.
-	cStrs struct {
-		proc, dev, shm *C.char
-		shmDisk        int64
-	}
-	buf []byte // the loop's packet buffer (C memory)
-	cfg initConfig
+	buf  []byte // the loop's packet buffer (C memory)
+	cfg  initConfig
 	// The current writable layer's mount and IPC namespaces and Landlock
 	// ruleset, which every job process joins and restricts itself with,
 	// live in loop.tmpl (-1: none).
@@ -185,7 +188,7 @@ func (in *initProc) serve() error {
 	in.cfg = *m.Config
 	// The C loop's fixed part of every spawn: the seccomp programs in C
 	// memory, the cgroup files, the credentials; the layer's namespaces
-	// and Landlock ruleset follow each reset (see mountJobRoot).
+	// and Landlock ruleset follow each reset (corral_reset).
 	lp := in.loop
 	for name, prog := range in.cfg.Seccomp {
 		if len(prog) == 0 {
@@ -224,7 +227,6 @@ func (in *initProc) serve() error {
 	lp.tmpl.uid = C.uint32_t(in.cfg.UID)
 	lp.tmpl.gid = C.uint32_t(in.cfg.GID)
 	lp.tmpl.root = C.CString(stageRoot)
-	in.cStrs.proc, in.cStrs.dev = C.CString(stageProc), C.CString(stageDev)
 	if step, err := in.setup(); err != nil {
 		return in.fail(step, err)
 	}
@@ -249,18 +251,9 @@ func (in *initProc) serve() error {
 			err = in.put(m.Put, fds)
 		case m.Kind == msgCollect:
 			err = in.collect(m.Coll, fds)
-		case m.Kind == msgReset:
-			closeAll(fds)
-			// The parked process belongs to the old layer.
-			C.corral_loop_drop_park(in.loop)
-			if step, rerr := in.mountJobRoot(m.Reset.DiskBytes); rerr != nil {
-				err = in.fail(step, rerr)
-			} else {
-				err = in.send(&message{Kind: msgReady})
-			}
 		default:
-			// Spawn and kill come as binary packets, which the C loop
-			// serves.
+			// Spawn, kill, park and reset come as binary packets,
+			// which the C loop serves.
 			closeAll(fds)
 			err = in.fail("protocol", fmt.Errorf("unknown message %q", m.Kind))
 		}
@@ -324,7 +317,46 @@ func (in *initProc) setup() (string, error) {
 	if err := loopbackUp(); err != nil {
 		return "loopback", err
 	}
-	return in.mountJobRoot(cfg.DiskBytes)
+	in.setLayer()
+	var step *C.char
+	if rc := C.corral_reset(in.loop, C.int64_t(cfg.DiskBytes), &step); rc < 0 {
+		return C.GoString(step), unix.Errno(-rc)
+	}
+	return "", nil
+}
+
+// setLayer gives the C reset (reset_linux.c) what every writable layer is
+// made of, in C memory kept for the init's life.
+func (in *initProc) setLayer() {
+	cfg := &in.cfg
+	y := &in.loop.layer
+	y.rw = C.CString(stageRW)
+	y.upper = C.CString(stageRW + "/upper")
+	y.work = C.CString(stageRW + "/work")
+	y.root = C.CString(stageRoot)
+	y.proc = C.CString(stageProc)
+	y.dev = C.CString(stageDev)
+	lower := make([]string, len(cfg.Lower))
+	for i := range lower {
+		lower[i] = stageLower + "/" + strconv.Itoa(i)
+	}
+	y.ovl_opts = C.CString("lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + stageRW + "/upper,workdir=" + stageRW + "/work,userxattr")
+	y.uid, y.gid = C.uint32_t(cfg.UID), C.uint32_t(cfg.GID)
+	if n := len(cfg.EtcFiles); n > 0 {
+		etc := unsafe.Slice((*C.struct_corral_etc_file)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof(C.struct_corral_etc_file{})))), n)
+		i := 0
+		for name, data := range cfg.EtcFiles {
+			etc[i].name = C.CString(name)
+			etc[i].data = C.CBytes(data)
+			etc[i].len = C.size_t(len(data))
+			i++
+		}
+		y.etc, y.netc = &etc[0], C.int(n)
+	}
+	ll := newLandlockLayer(LandlockABI())
+	y.ll_abi = C.int(ll.abi)
+	y.ll_handled_fs, y.ll_scoped = C.uint64_t(ll.handledFS), C.uint64_t(ll.scoped)
+	y.ll_ro, y.ll_rw = C.uint64_t(ll.ro), C.uint64_t(ll.rw)
 }
 
 // Paths under /proc hidden from jobs (runc's defaults).
@@ -402,110 +434,6 @@ func mountDev(dst string) error {
 		return err
 	}
 	return unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k")
-}
-
-// mountJobRoot replaces the writable layer and the job root: a fresh tmpfs
-// upper sized diskBytes, the overlay over the image, and /proc, /dev and
-// /dev/shm inside it. Nothing of the previous root survives.
-func (in *initProc) mountJobRoot(diskBytes int64) (string, error) {
-	// Detaching is O(1): the old tree is freed by the kernel once no
-	// process uses it (every job process is dead by now).
-	// The job root is mounted inside the writable layer's tmpfs: one
-	// detach takes both, with one RCU grace period.
-	_ = unix.Unmount(stageRW, unix.MNT_DETACH)
-	if diskBytes <= 0 {
-		diskBytes = in.cfg.DiskBytes
-	}
-	opts := fmt.Sprintf("mode=0755,size=%d", diskBytes)
-	if err := unix.Mount("corral-rw", stageRW, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return "mount-rw", err
-	}
-	upper := stageRW + "/upper"
-	for _, d := range []struct {
-		path     string
-		mode     os.FileMode
-		uid, gid int
-	}{
-		{upper, 0o755, 0, 0},
-		{stageRW + "/work", 0o700, 0, 0},
-		{stageRoot, 0o755, 0, 0}, // the overlay's mount point
-		// Mount points and the directories a job may write. They are
-		// created in the upper layer so the overlay never has to copy up
-		// a directory owned by an id outside the sandbox.
-		{upper + "/proc", 0o555, 0, 0},
-		{upper + "/dev", 0o755, 0, 0},
-		{upper + "/tmp", os.ModeSticky | 0o777, 0, 0},
-		{upper + "/work", 0o755, int(in.cfg.UID), int(in.cfg.GID)},
-	} {
-		if err := os.Mkdir(d.path, d.mode); err != nil {
-			return "prepare-rw", err
-		}
-		// The init's umask is 022 and it creates as 0:0: only what
-		// neither gives needs another call.
-		if d.mode&os.ModeSticky != 0 || d.mode.Perm()&0o022 != 0 {
-			if err := os.Chmod(d.path, d.mode); err != nil {
-				return "prepare-rw", err
-			}
-		}
-		if d.uid != 0 || d.gid != 0 {
-			if err := os.Lchown(d.path, d.uid, d.gid); err != nil {
-				return "prepare-rw", err
-			}
-		}
-	}
-	if len(in.cfg.EtcFiles) > 0 {
-		if err := os.Mkdir(upper+"/etc", 0o755); err != nil {
-			return "prepare-rw", err
-		}
-		for name, data := range in.cfg.EtcFiles {
-			if err := os.WriteFile(upper+"/etc/"+name, data, 0o644); err != nil {
-				return "etc-files", err
-			}
-		}
-	}
-	lower := make([]string, len(in.cfg.Lower))
-	for i := range lower {
-		lower[i] = stageLower + "/" + strconv.Itoa(i)
-	}
-	ovl := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + upper + ",workdir=" + stageRW + "/work,userxattr"
-	if err := unix.Mount("corral-root", stageRoot, "overlay", unix.MS_NOSUID|unix.MS_NODEV, ovl); err != nil {
-		return "mount-overlay", err
-	}
-	// The layer's own mount and IPC namespaces, made once: job processes
-	// join them instead of each copying the mount table. The job root's
-	// /proc, /dev and /dev/shm are mounted in that namespace only.
-	t := &in.loop.tmpl
-	for _, fd := range []*C.int{&t.mnt_fd, &t.ipc_fd, &t.landlock_fd} {
-		if *fd >= 0 {
-			unix.Close(int(*fd))
-			*fd = -1
-		}
-	}
-	var mnt, ipc C.int
-	var step *C.char
-	if rc := C.corral_layer_ns(t.root, in.cStrs.proc, in.cStrs.dev, in.shmOpts(diskBytes), &mnt, &ipc, &step); rc < 0 {
-		return C.GoString(step), unix.Errno(-rc)
-	}
-	t.mnt_fd, t.ipc_fd = mnt, ipc
-	fd, flags, err := landlockRuleset(stageRoot, stageDev)
-	if err != nil {
-		return "landlock", err
-	}
-	t.landlock_fd, t.landlock_flags = C.int(fd), C.uint(flags)
-	return "", nil
-}
-
-// shmOpts returns the /dev/shm tmpfs options for a layer of diskBytes, as a
-// C string kept until the size changes.
-func (in *initProc) shmOpts(diskBytes int64) *C.char {
-	if in.cStrs.shm == nil || in.cStrs.shmDisk != diskBytes {
-		if in.cStrs.shm != nil {
-			C.free(unsafe.Pointer(in.cStrs.shm))
-		}
-		in.cStrs.shm = C.CString(fmt.Sprintf("mode=1777,size=%d", diskBytes))
-		in.cStrs.shmDisk = diskBytes
-	}
-	return in.cStrs.shm
 }
 
 func loopbackUp() error {

@@ -457,7 +457,15 @@ func TestLandlockConfinesWrites(t *testing.T) {
 	sb := newTestSandbox(t)
 	// The image's /open is world-writable: file permissions let the job
 	// write there, Landlock does not (only /tmp, /work and /dev/shm).
-	r := run(t, sb, jobs.Limits{}, "sh", "-c", `
+	// Each layer gets its own ruleset: the first from New, the next from
+	// a reset.
+	for layer := 0; layer < 2; layer++ {
+		if layer > 0 {
+			if err := sb.Reset(context.Background(), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := run(t, sb, jobs.Limits{}, "sh", "-c", `
 echo x > /tmp/ok1 && echo x > /work/ok2 && echo x > /dev/shm/ok3 && echo fine
 echo x > /dev/null && echo devnull
 echo hi > /dev/stdout
@@ -465,8 +473,55 @@ grep -c . /proc/self/status >/dev/null && echo readproc
 touch /open/x 2>/dev/null && echo "WROTE /open"
 exit 0
 `)
-	if r.Status != jobs.StatusOK || r.Stdout != "fine\ndevnull\nhi\nreadproc\n" {
-		t.Fatalf("under Landlock: %s %q %q", r.Status, r.Stdout, r.Stderr)
+		if r.Status != jobs.StatusOK || r.Stdout != "fine\ndevnull\nhi\nreadproc\n" {
+			t.Fatalf("layer %d, under Landlock: %s %q %q", layer, r.Status, r.Stdout, r.Stderr)
+		}
+	}
+}
+
+// TestEveryLayerTheSame: a reset builds the writable layer as New does:
+// the /etc files, and the modes and owners of the directories a job may
+// write.
+func TestEveryLayerTheSame(t *testing.T) {
+	needRoot(t)
+	lower, runDir := testLower(t)
+	etc := map[string][]byte{"corral-a": []byte("first\n"), "corral-b": []byte("second\n")}
+	sb, err := New(context.Background(), Config{Lower: []string{lower}, RunDir: runDir, CgroupParent: testCgroupParent, EtcFiles: etc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	const probe = `cat /etc/corral-a /etc/corral-b
+stat -c '%n %a %u:%g' /etc/corral-a /tmp /work /dev/shm /proc /dev
+echo "me $(id -u):$(id -g)"
+echo changed > /etc/corral-a 2>/dev/null && echo "WROTE /etc"
+echo x > /tmp/left; echo x > /dev/shm/left; echo x > /work/left`
+	var first string
+	for layer := 0; layer < 3; layer++ {
+		if layer > 0 {
+			if err := sb.Reset(context.Background(), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := run(t, sb, jobs.Limits{}, "sh", "-c", probe)
+		if r.Status != jobs.StatusOK {
+			t.Fatalf("layer %d: %s %q", layer, r.Status, r.Stderr)
+		}
+		if layer == 0 {
+			first = r.Stdout
+			lines := strings.Split(r.Stdout, "\n")
+			me := strings.TrimPrefix(lines[8], "me ")
+			// /proc is owned by the host's root, which the sandbox does
+			// not map: the overflow id.
+			want := "first\nsecond\n/etc/corral-a 644 0:0\n/tmp 1777 0:0\n/work 755 " + me + "\n/dev/shm 1777 0:0\n/proc 555 65534:65534\n/dev 755 0:0\nme " + me + "\n"
+			if me == "0:0" || r.Stdout != want {
+				t.Fatalf("first layer:\n%s\nwant:\n%s", r.Stdout, want)
+			}
+			continue
+		}
+		if r.Stdout != first {
+			t.Fatalf("layer %d differs from the first:\n%s\nfirst:\n%s", layer, r.Stdout, first)
+		}
 	}
 }
 

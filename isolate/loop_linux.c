@@ -271,6 +271,22 @@ static void park(struct corral_loop *L, char *pkt, size_t len) {
 	corral_park_start(&L->park);
 }
 
+// reset serves a reset packet: the prepared process belongs to the old
+// layer, so it goes first; the new layer is answered by a ready reply.
+static int reset(struct corral_loop *L, char *pkt, size_t len) {
+	struct corral_reset_pkt h;
+	if (L->pid) return send_error(L, "protocol", 0, "reset while a job process runs");
+	if (len != sizeof(h)) return send_error(L, "protocol", 0, "bad reset packet");
+	memcpy(&h, pkt, sizeof(h));
+	if (h.disk_bytes <= 0) return send_error(L, "protocol", 0, "reset without a disk size");
+	corral_loop_drop_park(L);
+	const char *step = "reset";
+	int rc = corral_reset(L, h.disk_bytes, &step);
+	if (rc < 0) return send_error(L, step, -rc, NULL);
+	struct corral_ready_reply r = {CORRAL_REPLY_READY, {0}};
+	return send_json(L, (const char *)&r, sizeof(r));
+}
+
 long corral_loop_run(struct corral_loop *L) {
 	for (;;) {
 		// While a job runs: wait for a packet, the main process's exit
@@ -302,6 +318,12 @@ long corral_loop_run(struct corral_loop *L) {
 			close_fds(fds, nfds);
 			park(L, L->buf, (size_t)n);
 			break;
+		case CORRAL_PKT_RESET: {
+			close_fds(fds, nfds);
+			int rc = reset(L, L->buf, (size_t)n);
+			if (rc < 0) return rc;
+			break;
+		}
 		default:
 			// For Go.
 			memcpy(L->fds, fds, sizeof(int) * (size_t)nfds);

@@ -19,7 +19,7 @@ const (
 	msgKill    = "kill"
 	msgPark    = "park"
 	msgExited  = "exited"
-	msgReset   = "reset"
+	msgReset   = "reset" // a binary reset packet
 	msgPut     = "put"
 	msgCollect = "collect"
 	msgFiles   = "files"
@@ -29,7 +29,6 @@ const (
 type message struct {
 	Kind   string      `json:"kind"`
 	Config *initConfig `json:"config,omitempty"`
-	Reset  *resetReq   `json:"reset,omitempty"`
 	Put    *putReq     `json:"put,omitempty"`
 	Coll   *collectReq `json:"collect,omitempty"`
 	Files  []fileEntry `json:"files,omitempty"`
@@ -67,11 +66,6 @@ type spawnReq struct {
 type rlimit struct {
 	Resource int
 	Cur, Max uint64
-}
-
-// resetReq asks for a fresh writable layer.
-type resetReq struct {
-	DiskBytes int64 `json:"disk_bytes"`
 }
 
 // putReq writes one file below /work from the memfd the message carries.
@@ -133,14 +127,21 @@ const (
 	pktSpawn = 1
 	pktKill  = 2
 	pktPark  = 3
+	// pktReset asks for a fresh writable layer: struct corral_reset_pkt,
+	// the tag then the layer's size in bytes at offset 8.
+	pktReset     = 4
+	resetPktSize = 16
 	// spawnPktHeader is sizeof(struct corral_spawn_pkt).
 	spawnPktHeader = 16 + maxRlimits*24
 	maxRlimits     = 8
 )
 
-// The binary reply of the C loop (struct corral_exited_reply in
-// spawn_linux.h).
-const replyExited = 0x82
+// The binary replies of the C loop (struct corral_exited_reply and
+// struct corral_ready_reply in spawn_linux.h).
+const (
+	replyExited = 0x82
+	replyReady  = 0x83
+)
 
 // decodeReply decodes a binary reply; ok is false for anything else
 // (JSON messages start with '{').
@@ -152,8 +153,18 @@ func decodeReply(b []byte) (m *message, ok bool) {
 			WaitStatus: ne.Uint32(b[4:]),
 			WallNs:     int64(ne.Uint64(b[8:])),
 		}}, true
+	case len(b) == 8 && b[0] == replyReady:
+		return &message{Kind: msgReady}, true
 	}
 	return nil, false
+}
+
+// encodeReset encodes a reset packet for a writable layer of diskBytes.
+func encodeReset(diskBytes int64) []byte {
+	b := make([]byte, resetPktSize)
+	b[0] = pktReset
+	binary.NativeEndian.PutUint64(b[8:], uint64(diskBytes))
+	return b
 }
 
 // encodeSpawn encodes a spawn request as a spawn packet.

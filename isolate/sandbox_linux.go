@@ -331,7 +331,7 @@ func (s *Sandbox) Reset(ctx context.Context, diskBytes int64) error {
 	if diskBytes <= 0 {
 		diskBytes = s.cfg.DiskBytes
 	}
-	if err := s.send(&message{Kind: msgReset, Reset: &resetReq{DiskBytes: diskBytes}}, nil); err != nil {
+	if err := s.sendPacket(msgReset, encodeReset(diskBytes), nil); err != nil {
 		return err
 	}
 	if _, err := s.expect(ctx, msgReady); err != nil {

@@ -3,6 +3,8 @@ package isolate
 import (
 	"context"
 	"encoding/binary"
+	"github.com/landlock-lsm/go-landlock/landlock"
+	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -191,10 +193,55 @@ func TestDecodeReply(t *testing.T) {
 	if !ok || m.Kind != msgExited || *m.Exit != (exitReport{WaitStatus: 9, WallNs: 1234567}) {
 		t.Fatalf("exited: %v %+v", ok, m)
 	}
+	ready := make([]byte, 8)
+	ready[0] = replyReady
+	if m, ok := decodeReply(ready); !ok || m.Kind != msgReady {
+		t.Fatalf("ready: %v %+v", ok, m)
+	}
 	// JSON, a short packet and an unknown tag are not binary replies.
-	for _, b := range [][]byte{[]byte(`{"kind":"ready"}`), exited[:15], append([]byte{0x83}, exited[1:]...)} {
+	for _, b := range [][]byte{[]byte(`{"kind":"ready"}`), exited[:15], append([]byte{0x83}, exited[1:]...), append([]byte{0x84}, ready[1:]...)} {
 		if _, ok := decodeReply(b); ok {
 			t.Errorf("%q decoded as a binary reply", b)
+		}
+	}
+}
+
+func TestEncodeReset(t *testing.T) {
+	b := encodeReset(256 << 20)
+	if len(b) != resetPktSize || b[0] != pktReset || binary.NativeEndian.Uint64(b[8:]) != 256<<20 {
+		t.Fatalf("reset packet % x", b)
+	}
+}
+
+// TestLandlockLayer: the rights of the rulesets the C reset makes are
+// landlockConfig's, downgraded to the kernel's ABI as go-landlock does.
+func TestLandlockLayer(t *testing.T) {
+	if l := newLandlockLayer(0); l != (landlockLayer{}) {
+		t.Fatalf("no Landlock: %+v", l)
+	}
+	v7 := newLandlockLayer(7)
+	if v7.handledFS != uint64(landlock.V7.HandledAccessFS) || v7.scoped != uint64(landlock.V7.Scoped) {
+		t.Fatalf("ABI 7: %+v", v7)
+	}
+	if v7.ro != uint64(ll.AccessFSExecute|ll.AccessFSReadFile|ll.AccessFSReadDir) {
+		t.Fatalf("ABI 7 read-only rule: %#x", v7.ro)
+	}
+	// Writing, but never linking or renaming across directories (refer)
+	// nor device ioctls.
+	if v7.rw&uint64(ll.AccessFSWriteFile|ll.AccessFSTruncate|ll.AccessFSMakeReg) == 0 || v7.rw&uint64(ll.AccessFSRefer|ll.AccessFSIoctlDev) != 0 {
+		t.Fatalf("ABI 7 read-write rule: %#x", v7.rw)
+	}
+	// A newer kernel gets what corral handles; an older one what it knows.
+	if l := newLandlockLayer(42); l.handledFS != v7.handledFS || l.scoped != v7.scoped || l.abi != 42 {
+		t.Fatalf("ABI 42: %+v", l)
+	}
+	v1 := newLandlockLayer(1)
+	if v1.handledFS != uint64(landlock.V1.HandledAccessFS) || v1.scoped != 0 || v1.rw&uint64(ll.AccessFSTruncate) != 0 {
+		t.Fatalf("ABI 1: %+v", v1)
+	}
+	for _, l := range []landlockLayer{v1, v7} {
+		if l.ro&^l.handledFS != 0 || l.rw&^l.handledFS != 0 || l.ro&^l.rw != 0 {
+			t.Fatalf("rules outside the handled rights: %+v", l)
 		}
 	}
 }

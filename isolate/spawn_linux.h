@@ -72,6 +72,40 @@ struct corral_spawn {
 int corral_layer_ns(const char *root, const char *proc, const char *dev, const char *shm_opts, int *mnt_fd,
                     int *ipc_fd, const char **step);
 
+// What every reset of the writable layer builds (see corral_reset); set
+// once from the init's config.
+struct corral_etc_file {
+	const char *name;
+	const void *data;
+	size_t len;
+};
+struct corral_layer {
+	const char *rw;       // the writable layer's tmpfs mount point ("/rw")
+	const char *upper;    // its overlay upper and work directories
+	const char *work;
+	const char *root;     // the overlay's mount point, the job root
+	const char *proc;     // the stage's /proc and /dev trees
+	const char *dev;
+	const char *ovl_opts; // the overlay's mount options
+	uint32_t uid, gid;    // the owner of /work
+	const struct corral_etc_file *etc; // written into /etc of every layer
+	int netc;
+	// Landlock (abi 0: none): the ruleset's handled rights and scopes,
+	// and the rights of the read-only rule (the root) and of the
+	// read-write ones (/tmp, /work, /dev).
+	int ll_abi;
+	uint64_t ll_handled_fs, ll_scoped, ll_ro, ll_rw;
+	uint32_t ll_flags;
+};
+
+// corral_reset replaces the writable layer: it detaches the old one,
+// mounts a fresh tmpfs of disk bytes with the upper directories and the
+// /etc files, the overlay over the image, makes the layer's namespaces
+// (corral_layer_ns) and its Landlock ruleset, and puts them in L->tmpl in
+// place of the old ones. Returns 0, or -errno and the failed step's name.
+struct corral_loop;
+int corral_reset(struct corral_loop *L, int64_t disk, const char **step);
+
 // corral_clone_into_cgroup_probe clones a child as a job process is cloned,
 // with cgroup_fd as its cgroup v2 directory; the child reads
 // /proc/self/cgroup into out. Returns the bytes read or -errno; in_cgroup
@@ -133,9 +167,22 @@ void corral_park_drop(struct corral_park *P);
 // parent sends it once it has read the cgroup counters the next process
 // counts from, so the prepared process's setup is that process's.
 #define CORRAL_PKT_PARK 3
+// A reset packet (struct corral_reset_pkt): a fresh writable layer of
+// disk_bytes (corral_reset), answered by a ready reply or an error.
+#define CORRAL_PKT_RESET 4
 // Binary replies to the parent (errors stay JSON). A spawn is answered
 // by an error, or by the exit of its process.
 #define CORRAL_REPLY_EXITED 0x82
+#define CORRAL_REPLY_READY 0x83
+
+struct corral_reset_pkt {
+	uint8_t tag, pad[7];
+	int64_t disk_bytes;
+};
+
+struct corral_ready_reply {
+	uint8_t tag, pad[7];
+};
 
 struct corral_exited_reply {
 	uint8_t tag, pad[3];
@@ -180,6 +227,8 @@ struct corral_loop {
 	// filter is loaded after the request's part, on the job's path.
 	struct corral_park park;
 	unsigned char late_seccomp[CORRAL_MAX_PROFILES];
+	// How a reset builds the next writable layer.
+	struct corral_layer layer;
 };
 
 // corral_loop_drop_park kills the parked child (before a reset, whose new
