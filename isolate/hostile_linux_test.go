@@ -432,6 +432,48 @@ exit 0`)
 			},
 		},
 		{
+			name: "the stage under the job root",
+			job: func(t *testing.T) Process {
+				// The job root covers the stage's copies in its mount
+				// namespace: no path, and no line of mountinfo, leads
+				// there. Mount points print as "MNT <path>".
+				return sh(`
+awk '{print "MNT " $5}' /proc/self/mountinfo
+for d in / /.. /proc/self/root/..; do echo "INODE $d $(stat -c %i $d)"; done
+for p in /lower /rw /proc/self/root/../lower /proc/self/root/../rw /../../lower; do
+  [ -e "$p" ] && echo "EXISTS $p"
+done
+umount -l / 2>/dev/null && echo "UNMOUNTED /"
+exit 0`)
+			},
+			check: func(t *testing.T, r *jobs.StepResult, _ time.Duration) {
+				wantStatus(t, r, jobs.StatusOK)
+				var inode string
+				for _, l := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+					f := strings.Fields(l)
+					switch {
+					case f[0] == "MNT":
+						ok := f[1] == "/" || f[1] == "/proc" || f[1] == "/dev" ||
+							strings.HasPrefix(f[1], "/proc/") || strings.HasPrefix(f[1], "/dev/")
+						if !ok {
+							t.Errorf("a mount outside the job's /, /proc and /dev: %q", l)
+						}
+					case f[0] == "INODE":
+						if inode == "" {
+							inode = f[2]
+						} else if f[2] != inode {
+							t.Errorf("climbing above the root reached another directory: %q (/ is %s)", l, inode)
+						}
+					default:
+						t.Errorf("%q", l)
+					}
+				}
+				if !strings.Contains(r.Stdout, "MNT /\n") {
+					t.Errorf("no mount at /: %q", r.Stdout)
+				}
+			},
+		},
+		{
 			name: "setuid(0)", helper: true,
 			job: func(t *testing.T) Process {
 				return Process{Argv: []string{"hostile", "ids"}, Env: DefaultEnv}

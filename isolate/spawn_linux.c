@@ -45,9 +45,6 @@
 #ifndef SYS_landlock_restrict_self
 #define SYS_landlock_restrict_self 446
 #endif
-#ifndef SYS_pivot_root
-#define SYS_pivot_root 155
-#endif
 
 #define CORRAL_CLOSE_RANGE_UNSHARE (1U << 1)
 
@@ -209,9 +206,9 @@ static int priv_setup(struct corral_spawn *s) {
 	if ((s->in_cgroup || s->nprocs_fds > 0) && syscall(SYS_unshare, CLONE_NEWCGROUP) < 0)
 		return fail(s, CORRAL_STEP_CGROUPNS, errno);
 
-	// Join the writable layer's mount namespace, already pivoted into the
-	// job root (setns resets root and cwd to it: the init's view is gone),
-	// and its IPC namespace.
+	// Join the writable layer's mount namespace, whose root is the job
+	// root (setns resets root and cwd to it: the init's view is gone), and
+	// its IPC namespace.
 	if (syscall(SYS_setns, s->mnt_fd, CLONE_NEWNS) < 0) return fail(s, CORRAL_STEP_NAMESPACES, errno);
 	if (syscall(SYS_setns, s->ipc_fd, CLONE_NEWIPC) < 0) return fail(s, CORRAL_STEP_NAMESPACES, errno);
 
@@ -521,11 +518,20 @@ static int layer_fail(struct layer_args *a, const char *step) {
 }
 
 // layer_child runs in new mount and IPC namespaces, sharing the caller's
-// memory and fd table: it moves its copies of the stage's /proc and /dev
-// trees into the job root (MS_MOVE: no new mounts, and fewer left for the
-// detach of the old root) and mounts /dev/shm, all in its namespace only,
-// pivots into the job root and opens both namespaces for the caller, then
-// exits.
+// memory and fd table: it opens both namespaces for the caller, moves its
+// copies of the stage's /proc and /dev trees into the job root (MS_MOVE: no
+// new mounts) and mounts /dev/shm, all in its namespace only, then moves
+// the job root onto the stage's root, which it covers, and exits.
+//
+// Moving the root (as switch_root does) rather than pivot_root and a
+// detach of the old root spares the reset an RCU grace period: the stage's
+// copies go with the namespace, in the one grace period of its teardown.
+// A process that joins the namespace gets the topmost mount of its root,
+// the job root (setns follows the mounts down). The stage's copies under it
+// hold nothing of the host (the stage is all that is left of the host's
+// tree in the init's namespace), are not reachable by any path from the job
+// root and do not show in its /proc/self/mountinfo, which lists only what
+// lies under the reader's root.
 static int layer_child(void *arg) {
 	struct layer_args *a = arg;
 	char path[PATHBUF];
@@ -534,6 +540,9 @@ static int layer_child(void *arg) {
 		errno = ENAMETOOLONG;
 		return layer_fail(a, "layer-namespaces");
 	}
+	a->mnt_fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	a->ipc_fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
+	if (a->mnt_fd < 0 || a->ipc_fd < 0) return layer_fail(a, "layer-namespaces");
 	memcpy(path, a->root, n);
 	memcpy(path + n, "/proc", sizeof("/proc"));
 	if (syscall(SYS_mount, a->proc, path, NULL, MS_MOVE, NULL) < 0) return layer_fail(a, "move-proc");
@@ -542,12 +551,8 @@ static int layer_child(void *arg) {
 	memcpy(path + n, "/dev/shm", sizeof("/dev/shm"));
 	if (syscall(SYS_mount, "corral-shm", path, "tmpfs", MS_NOSUID | MS_NODEV, a->shm_opts) < 0)
 		return layer_fail(a, "mount-shm");
-	if (syscall(SYS_chdir, a->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
-	    syscall(SYS_umount2, ".", MNT_DETACH) < 0 || syscall(SYS_chdir, "/") < 0)
-		return layer_fail(a, "layer-namespaces");
-	a->mnt_fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
-	a->ipc_fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
-	if (a->mnt_fd < 0 || a->ipc_fd < 0) return layer_fail(a, "layer-namespaces");
+	if (syscall(SYS_chdir, a->root) < 0 || syscall(SYS_mount, ".", "/", NULL, MS_MOVE, NULL) < 0)
+		return layer_fail(a, "move-root");
 	syscall(SYS_exit, 0);
 	return 0;
 }
