@@ -45,18 +45,24 @@
 // # The stage
 //
 // After setup the init's own root is a small tmpfs (the stage) holding the
-// image layers (read-only binds), the writable layer and the job root:
+// image layers (read-only binds) and the mount points of the writable
+// layer and the job root:
 //
 //	/lower/0..n   image layers, top first
 //	/rw           tmpfs sized by disk_bytes: upper/ and work/ of the overlay
 //	/rw/root      the overlay: the job's root
-//	/proc, /dev   instances bound into each new job root (in its namespace)
+//	/proc, /dev   instances moved into each new job root (in its namespace)
 //
-// Each writable layer gets its own mount namespace, pivoted into /root, and
-// IPC namespace, made by a short-lived child at the reset and kept by fd;
-// every job process joins both (setns), so it never sees the stage. A reset
-// replaces /rw (one detach takes the job root with it), both namespaces and
-// the Landlock ruleset, whose rules hold the new layer's inodes.
+// The init's own mount table does not change after setup. Each writable
+// layer is built by a short-lived child at the reset, in new mount and IPC
+// namespaces that the init keeps by fd: it mounts /rw and /rw/root, moves
+// its copies of /proc and /dev into the job root, mounts /dev/shm, and
+// moves the job root onto the stage's root, which it covers. Every job
+// process joins both namespaces (setns), so it never sees the stage. A
+// reset closes the old namespaces, which takes the old layer with them,
+// and makes new ones with a new Landlock ruleset, whose rules hold the new
+// layer's inodes. The init reaches the job root through an O_PATH fd, to
+// write and collect the job's files.
 //
 // # The job's process
 //

@@ -13,13 +13,11 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
-
-const workDir = stageRoot + "/work"
 
 // maxCollectFds bounds the fds of one reply (SCM_RIGHTS takes 253).
 const maxCollectFds = MaxCollectFiles
@@ -43,10 +41,12 @@ func cleanRel(p string) error {
 	return nil
 }
 
-func openWork() (int, error) {
-	return unix.Openat2(unix.AT_FDCWD, workDir, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+// openWork opens the current job root's /work. The job root is not
+// mounted in the init's own namespace: the init reaches it through the fd
+// the reset left (loop.root_fd).
+func (in *initProc) openWork() (int, error) {
+	return unix.Openat2(int(in.loop.root_fd), "work", &unix.OpenHow{
+		Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: confined,
 	})
 }
 
@@ -65,7 +65,7 @@ func (in *initProc) putFile(req *putReq, src int) error {
 	if err := cleanRel(req.Path); err != nil {
 		return err
 	}
-	dir, err := openWork()
+	dir, err := in.openWork()
 	if err != nil {
 		return err
 	}
@@ -123,7 +123,12 @@ func (in *initProc) collect(req *collectReq, fds []int) error {
 	if req == nil {
 		return in.fail("protocol", errors.New("collect without patterns"))
 	}
-	entries, files, err := collectFiles(req.Patterns, min(req.MaxFiles, maxCollectFds))
+	work, err := in.openWork()
+	if err != nil {
+		return in.fail("collect", err)
+	}
+	entries, files, err := collectFiles(work, req.Patterns, min(req.MaxFiles, maxCollectFds))
+	unix.Close(work)
 	defer closeAll(files)
 	if err != nil {
 		return in.fail("collect", err)
@@ -143,24 +148,21 @@ func matches(patterns []string, rel string) bool {
 	return false
 }
 
-func collectFiles(patterns []string, maxFiles int) ([]fileEntry, []int, error) {
+// collectFiles collects the files below the directory work (an O_PATH fd)
+// that match patterns. It walks the directory through the fd's
+// /proc/self/fd link, and opens each file relative to work, confined.
+func collectFiles(work int, patterns []string, maxFiles int) ([]fileEntry, []int, error) {
 	for _, p := range patterns {
 		if err := cleanRel(p); err != nil {
 			return nil, nil, err
 		}
 	}
-	work, err := openWork()
-	if err != nil {
-		return nil, nil, err
-	}
-	defer unix.Close(work)
 	var entries []fileEntry
 	var fds []int
-	err = filepath.WalkDir(workDir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == workDir {
+	err := fs.WalkDir(os.DirFS("/proc/self/fd/"+strconv.Itoa(work)), ".", func(rel string, d fs.DirEntry, err error) error {
+		if err != nil || rel == "." {
 			return nil // unreadable parts are simply not collected
 		}
-		rel := strings.TrimPrefix(p, workDir+"/")
 		if !matches(patterns, rel) {
 			return nil
 		}
@@ -176,7 +178,7 @@ func collectFiles(patterns []string, maxFiles int) ([]fileEntry, []int, error) {
 		}
 		if len(fds) >= maxFiles {
 			entries = append(entries, fileEntry{Path: rel, Skipped: fmt.Sprintf("more than %d files", maxFiles)})
-			return filepath.SkipAll
+			return fs.SkipAll
 		}
 		fd, err := unix.Openat2(work, rel, &unix.OpenHow{
 			Flags: unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: confined,

@@ -75,6 +75,7 @@ func RunInit() {
 	loop.tmpl.mnt_fd = -1
 	loop.tmpl.ipc_fd = -1
 	loop.tmpl.cgroup_fd = -1
+	loop.root_fd = -1
 	in := &initProc{sock: initSockFd, loop: loop, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
@@ -226,7 +227,6 @@ func (in *initProc) serve() error {
 	}
 	lp.tmpl.uid = C.uint32_t(in.cfg.UID)
 	lp.tmpl.gid = C.uint32_t(in.cfg.GID)
-	lp.tmpl.root = C.CString(stageRoot)
 	if step, err := in.setup(); err != nil {
 		return in.fail(step, err)
 	}

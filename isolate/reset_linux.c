@@ -1,15 +1,29 @@
 // The reset of the writable layer, in C: the init serves reset packets in
 // its loop (loop_linux.c) without entering Go, so a job's turnaround wakes
 // none of the init's Go runtime threads.
+//
+// The layer is built by a short-lived child (CLONE_VM|CLONE_VFORK, sharing
+// the init's memory and fd table) in new mount and IPC namespaces: every
+// mount of the layer lives in that namespace only. The init's own mount
+// table never changes after setup, and the old layer goes in one piece
+// with its namespace, in the one RCU grace period of that teardown (a
+// detach in the init's namespace would cost another). Like the job's
+// child in spawn_linux.c, the layer child only issues system calls and
+// writes into the caller's memory.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "spawn_linux.h"
@@ -32,9 +46,24 @@ struct ll_path_beneath_attr {
 	int32_t parent_fd;
 } __attribute__((packed));
 
-static int fail(const char **step, const char *name) {
-	*step = name;
-	return -errno;
+// The layer child's stack: its path buffers live there.
+#define LAYER_STACK_SIZE (128 * 1024)
+static char *layer_stack;
+
+struct layer_args {
+	const struct corral_layer *Y;
+	int64_t disk;
+	// Out.
+	int mnt_fd, ipc_fd, root_fd, landlock_fd;
+	int err;
+	const char *step;
+};
+
+static int layer_fail(struct layer_args *a, const char *step) {
+	a->err = errno;
+	a->step = step;
+	syscall(SYS_exit, 0);
+	return 0;
 }
 
 // mkdir_as makes path with mode exactly (the umask aside) and owner.
@@ -91,8 +120,8 @@ static int etc_files(const struct corral_layer *Y) {
 	return 0;
 }
 
-static int add_rule(int ruleset, const char *path, uint64_t access) {
-	int fd = open(path, O_PATH | O_CLOEXEC);
+static int add_rule(int ruleset, int dir, const char *name, uint64_t access) {
+	int fd = openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) return -1;
 	struct ll_path_beneath_attr a = {access, fd};
 	long rc = syscall(SYS_landlock_add_rule, ruleset, CORRAL_LANDLOCK_RULE_PATH_BENEATH, &a, 0);
@@ -102,44 +131,54 @@ static int add_rule(int ruleset, const char *path, uint64_t access) {
 	return rc < 0 ? -1 : 0;
 }
 
-// landlock_ruleset makes the ruleset of the new layer: read and execute in
-// the whole job root, write in its /tmp and /work and in /dev (a read-only
-// mount of harmless device files, and /dev/shm). Rules hold inodes, so each
-// layer needs its own. *out is its fd, -1 without Landlock. Returns 0 or
-// -errno.
-static int landlock_ruleset(const struct corral_layer *Y, int *out) {
-	*out = -1;
-	if (Y->ll_abi <= 0) return 0;
+// landlock_ruleset makes the ruleset of the layer whose job root is root:
+// read and execute in the whole job root, write in its /tmp and /work and
+// in /dev (a read-only mount of harmless device files, and /dev/shm).
+// Rules hold inodes, so each layer needs its own. Returns its fd, -1
+// without Landlock; -1 with errno set on failure.
+static int landlock_ruleset(const struct corral_layer *Y, int root) {
+	if (Y->ll_abi <= 0) {
+		errno = 0;
+		return -1;
+	}
 	struct ll_ruleset_attr attr = {Y->ll_handled_fs, 0, Y->ll_scoped};
 	size_t size = Y->ll_abi >= 6 ? sizeof(attr) : Y->ll_abi >= 4 ? 16 : 8;
 	int fd = (int)syscall(SYS_landlock_create_ruleset, &attr, size, 0);
-	if (fd < 0) return -errno;
-	char path[4096];
-	static const char *const rw[] = {"/tmp", "/work"};
-	int rc = add_rule(fd, Y->root, Y->ll_ro);
-	for (int i = 0; rc == 0 && i < 2; i++) {
-		rc = join(path, sizeof(path), Y->root, rw[i]);
-		if (rc == 0) rc = add_rule(fd, path, Y->ll_rw);
-	}
-	if (rc == 0) rc = add_rule(fd, Y->dev, Y->ll_rw);
-	if (rc < 0) {
+	if (fd < 0) return -1;
+	if (add_rule(fd, root, ".", Y->ll_ro) < 0 || add_rule(fd, root, "tmp", Y->ll_rw) < 0 ||
+	    add_rule(fd, root, "work", Y->ll_rw) < 0 || add_rule(fd, root, "dev", Y->ll_rw) < 0) {
 		int err = errno;
 		close(fd);
-		return -err;
+		errno = err;
+		return -1;
 	}
-	*out = fd;
-	return 0;
+	return fd;
 }
 
-int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
-	const struct corral_layer *Y = &L->layer;
-	char opts[64], path[4096];
-	// Detaching is O(1): the kernel frees the old tree once no process
-	// uses it (every job process is dead by now). The job root is mounted
-	// inside the writable layer's tmpfs: one detach takes both.
-	umount2(Y->rw, MNT_DETACH);
-	snprintf(opts, sizeof(opts), "mode=0755,size=%lld", (long long)disk);
-	if (mount("corral-rw", Y->rw, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) return fail(step, "mount-rw");
+// layer_child builds the layer in its new namespaces: the tmpfs and its
+// directories, the overlay, then it moves its copies of the stage's /proc
+// and /dev trees into the job root (MS_MOVE: no new mounts), mounts
+// /dev/shm, and moves the job root onto the stage's root, which it covers.
+//
+// Moving the root (as switch_root does) rather than pivot_root and a
+// detach of the old root spares the reset another RCU grace period: the
+// stage's copies go with the namespace. A process that joins the
+// namespace gets the topmost mount of its root, the job root (setns
+// follows the mounts down). The stage's copies under it hold nothing of
+// the host (the stage is all that is left of the host's tree in the init's
+// namespace), are not reachable by any path from the job root and do not
+// show in its /proc/self/mountinfo, which lists only what lies under the
+// reader's root.
+static int layer_child(void *arg) {
+	struct layer_args *a = arg;
+	const struct corral_layer *Y = a->Y;
+	char path[4096], opts[64];
+	a->mnt_fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	a->ipc_fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
+	if (a->mnt_fd < 0 || a->ipc_fd < 0) return layer_fail(a, "layer-namespaces");
+
+	snprintf(opts, sizeof(opts), "mode=0755,size=%lld", (long long)a->disk);
+	if (mount("corral-rw", Y->rw, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) return layer_fail(a, "mount-rw");
 	// Mount points and the directories a job may write are made in the
 	// upper layer, so the overlay never copies up a directory owned by an
 	// id outside the sandbox.
@@ -154,36 +193,78 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 		{"/work", 0755, 1},
 	};
 	if (mkdir_as(Y->upper, 0755, 0, 0) < 0 || mkdir_as(Y->work, 0700, 0, 0) < 0 || mkdir_as(Y->root, 0755, 0, 0) < 0)
-		return fail(step, "prepare-rw");
+		return layer_fail(a, "prepare-rw");
 	for (size_t i = 0; i < sizeof(upper_dirs) / sizeof(upper_dirs[0]); i++) {
-		if (join(path, sizeof(path), Y->upper, upper_dirs[i].sub) < 0) return fail(step, "prepare-rw");
-		uint32_t uid = upper_dirs[i].job_owned ? Y->uid : 0, gid = upper_dirs[i].job_owned ? Y->gid : 0;
-		if (mkdir_as(path, upper_dirs[i].mode, uid, gid) < 0) return fail(step, "prepare-rw");
+		if (join(path, sizeof(path), Y->upper, upper_dirs[i].sub) < 0) return layer_fail(a, "prepare-rw");
+		int own = upper_dirs[i].job_owned;
+		if (mkdir_as(path, upper_dirs[i].mode, own ? Y->uid : 0, own ? Y->gid : 0) < 0)
+			return layer_fail(a, "prepare-rw");
 	}
-	if (Y->netc > 0 && etc_files(Y) < 0) return fail(step, "etc-files");
+	if (Y->netc > 0 && etc_files(Y) < 0) return layer_fail(a, "etc-files");
 	if (mount("corral-root", Y->root, "overlay", MS_NOSUID | MS_NODEV, Y->ovl_opts) < 0)
-		return fail(step, "mount-overlay");
+		return layer_fail(a, "mount-overlay");
 
-	// The layer's own mount and IPC namespaces, made once: job processes
-	// join them instead of each copying the mount table. The job root's
-	// /proc, /dev and /dev/shm are mounted in that namespace only.
+	if (join(path, sizeof(path), Y->root, "/proc") < 0 || mount(Y->proc, path, NULL, MS_MOVE, NULL) < 0)
+		return layer_fail(a, "move-proc");
+	if (join(path, sizeof(path), Y->root, "/dev") < 0 || mount(Y->dev, path, NULL, MS_MOVE, NULL) < 0)
+		return layer_fail(a, "move-dev");
+	snprintf(opts, sizeof(opts), "mode=1777,size=%lld", (long long)a->disk);
+	if (join(path, sizeof(path), Y->root, "/dev/shm") < 0 ||
+	    mount("corral-shm", path, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+		return layer_fail(a, "mount-shm");
+	if (chdir(Y->root) < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0) return layer_fail(a, "move-root");
+	a->root_fd = (int)syscall(SYS_openat, AT_FDCWD, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (a->root_fd < 0) return layer_fail(a, "move-root");
+	a->landlock_fd = landlock_ruleset(Y, a->root_fd);
+	if (a->landlock_fd < 0 && errno != 0) return layer_fail(a, "landlock");
+	syscall(SYS_exit, 0);
+	return 0;
+}
+
+static void close_fd(int *fd) {
+	if (*fd >= 0) close(*fd);
+	*fd = -1;
+}
+
+int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	struct corral_spawn *t = &L->tmpl;
-	int *old[] = {&t->mnt_fd, &t->ipc_fd, &t->landlock_fd};
-	for (size_t i = 0; i < sizeof(old) / sizeof(old[0]); i++) {
-		if (*old[i] >= 0) close(*old[i]);
-		*old[i] = -1;
+	// The old layer: its namespace, and every mount in it, goes with the
+	// last of these (every job process is dead by now).
+	close_fd(&t->mnt_fd);
+	close_fd(&t->ipc_fd);
+	close_fd(&t->landlock_fd);
+	close_fd(&L->root_fd);
+
+	*step = "layer-namespaces";
+	if (!layer_stack) {
+		void *p = mmap(NULL, LAYER_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+		if (p == MAP_FAILED) return -errno;
+		layer_stack = p;
 	}
-	snprintf(opts, sizeof(opts), "mode=1777,size=%lld", (long long)disk);
-	int mnt, ipc;
-	int rc = corral_layer_ns(Y->root, Y->proc, Y->dev, opts, &mnt, &ipc, step);
-	if (rc < 0) return rc;
-	t->mnt_fd = mnt;
-	t->ipc_fd = ipc;
-	rc = landlock_ruleset(Y, &t->landlock_fd);
-	if (rc < 0) {
-		*step = "landlock";
-		return rc;
+	struct layer_args a = {&L->layer, disk, -1, -1, -1, -1, 0, NULL};
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	// No SIGCHLD: the init's reaper never sees this child; __WCLONE reaps it.
+	int pid = clone(layer_child, layer_stack + LAYER_STACK_SIZE,
+	                CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNS | CLONE_NEWIPC, &a);
+	int err = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (pid < 0) return -err;
+	int status;
+	while (waitpid(pid, &status, __WCLONE) < 0 && errno == EINTR) {}
+	if (a.err) {
+		close_fd(&a.mnt_fd);
+		close_fd(&a.ipc_fd);
+		close_fd(&a.root_fd);
+		close_fd(&a.landlock_fd);
+		*step = a.step;
+		return -a.err;
 	}
-	t->landlock_flags = Y->ll_flags;
+	t->mnt_fd = a.mnt_fd;
+	t->ipc_fd = a.ipc_fd;
+	t->landlock_fd = a.landlock_fd;
+	t->landlock_flags = L->layer.ll_flags;
+	L->root_fd = a.root_fd;
 	return 0;
 }

@@ -39,7 +39,6 @@ struct corral_spawn {
 	char *const *argv;
 	char *const *envp;
 	const char *search_path; // PATH of the job's environment
-	const char *root;        // the job root as the init sees it ("/root")
 	int mnt_fd, ipc_fd;      // the writable layer's mount and IPC namespaces
 	const char *cwd;         // working directory inside the new root
 	int stdio[3];            // fds that become 0, 1, 2
@@ -64,14 +63,6 @@ struct corral_spawn {
 	int bset_empty;
 };
 
-// corral_layer_ns makes the mount and IPC namespaces of a new writable
-// layer: a short-lived child in new namespaces moves its copies of proc and
-// dev (with their submounts) to root's /proc and /dev, mounts a tmpfs with shm_opts
-// on /dev/shm, pivots into root and opens the namespaces; their fds land in
-// the caller's table. Returns 0, or -errno and the failed step's name.
-int corral_layer_ns(const char *root, const char *proc, const char *dev, const char *shm_opts, int *mnt_fd,
-                    int *ipc_fd, const char **step);
-
 // What every reset of the writable layer builds (see corral_reset); set
 // once from the init's config.
 struct corral_etc_file {
@@ -83,7 +74,7 @@ struct corral_layer {
 	const char *rw;       // the writable layer's tmpfs mount point ("/rw")
 	const char *upper;    // its overlay upper and work directories
 	const char *work;
-	const char *root;     // the overlay's mount point, the job root
+	const char *root;     // the overlay's mount point, the job root until it moves onto /
 	const char *proc;     // the stage's /proc and /dev trees
 	const char *dev;
 	const char *ovl_opts; // the overlay's mount options
@@ -98,11 +89,14 @@ struct corral_layer {
 	uint32_t ll_flags;
 };
 
-// corral_reset replaces the writable layer: it detaches the old one,
-// mounts a fresh tmpfs of disk bytes with the upper directories and the
-// /etc files, the overlay over the image, makes the layer's namespaces
-// (corral_layer_ns) and its Landlock ruleset, and puts them in L->tmpl in
-// place of the old ones. Returns 0, or -errno and the failed step's name.
+// corral_reset replaces the writable layer (reset_linux.c): it drops the
+// old layer's namespaces, then a short-lived child in new mount and IPC
+// namespaces mounts a fresh tmpfs of disk bytes with the upper directories
+// and the /etc files, the overlay over the image and the job root's /proc,
+// /dev and /dev/shm, all in its namespace only, and makes the layer's
+// Landlock ruleset. The new namespaces and ruleset replace the old ones in
+// L->tmpl, the job root's fd L->root_fd. Returns 0, or -errno and the
+// failed step's name.
 struct corral_loop;
 int corral_reset(struct corral_loop *L, int64_t disk, const char **step);
 
@@ -227,8 +221,11 @@ struct corral_loop {
 	// filter is loaded after the request's part, on the job's path.
 	struct corral_park park;
 	unsigned char late_seccomp[CORRAL_MAX_PROFILES];
-	// How a reset builds the next writable layer.
+	// How a reset builds the next writable layer, and the current one's
+	// job root (O_PATH; the init's own mount namespace does not hold it),
+	// through which the init writes and collects the job's files.
 	struct corral_layer layer;
+	int root_fd;
 };
 
 // corral_loop_drop_park kills the parked child (before a reset, whose new
