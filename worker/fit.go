@@ -2,7 +2,6 @@ package worker
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"unicode/utf8"
 
@@ -15,7 +14,9 @@ import (
 // truncated, until it fits.
 func fitResult(res *jobs.Result, max int) ([]byte, error) {
 	for round := 0; ; round++ {
-		data, err := json.Marshal(res)
+		// Its own method, not json.Marshal: that would scan the whole
+		// output once more to compact it (about a third of the time).
+		data, err := res.MarshalJSON()
 		if err != nil {
 			return nil, err
 		}

@@ -61,8 +61,10 @@ func cmdBench(ctx context.Context, args []string) error {
 	fs := newFlagSet("bench", "corral bench [--nats URL | --embedded] [--jobs N] [--inflight K] [--slots S] [--payload true|echo|python|compile-c] [--floor [--rounds R]] [--json] [--cpuprofile FILE]",
 		`Measures throughput and latency of jobs end to end: publishes N jobs (after
 20 warm-up jobs) keeping K in flight and reports jobs/s, publish-to-result
-latency percentiles, the queue/setup/run split from the results, the CPU
-per job of the worker and its sandboxes and the memory per warm sandbox.
+latency percentiles, the queue/setup/run split from the results (and of
+the rest, publish to the stream's timestamp and the result's finished_at to
+its arrival: exact with --embedded, one clock), the CPU per job of the
+worker and its sandboxes and the memory per warm sandbox.
 --embedded (the default without --nats) starts a NATS server and a worker in
 this process, as 'corral up' does; --nats only submits to a running
 deployment (no CPU or memory numbers then). --floor also times the bare
@@ -400,6 +402,8 @@ func startBenchEmbedded(ctx context.Context, data, image, queue string, slots in
 // benchSample is one measured job.
 type benchSample struct {
 	latency    time.Duration // publish start → result received
+	published  time.Time     // publish start, and result received (raw submitter)
+	received   time.Time
 	publishAck time.Duration // publish start → JetStream ack
 	res        *jobs.Result  // nil on timeout
 	// raw is the result as received, decoded into res by decodeSamples
@@ -508,6 +512,7 @@ func (rs *benchRawSubmitter) run(ctx context.Context, job *jobs.Job, timeout tim
 	select {
 	case r := <-ch:
 		s.latency = r.at.Sub(t0)
+		s.published, s.received = t0, r.at
 		s.raw = r.data
 	case <-tm.C:
 		forget()
@@ -674,12 +679,17 @@ type benchStats struct {
 
 // benchSplit is where a job's latency went, from its result: queue_ms
 // (enqueued → worker started it), setup_ms, run (sum of steps' wall time)
-// and other (the rest: publish, result delivery, worker bookkeeping).
+// and other (the rest: publish, result delivery, worker bookkeeping). Of
+// other, ToStream (publish → the stream's timestamp) and Back (the result's
+// finished_at → received) compare this host's clock with the server's and
+// the worker's: they are exact with --embedded.
 type benchSplit struct {
-	Queue benchStats `json:"queue"`
-	Setup benchStats `json:"setup"`
-	Run   benchStats `json:"run"`
-	Other benchStats `json:"other"`
+	Queue    benchStats `json:"queue"`
+	Setup    benchStats `json:"setup"`
+	Run      benchStats `json:"run"`
+	Other    benchStats `json:"other"`
+	ToStream benchStats `json:"to_stream"`
+	Back     benchStats `json:"back"`
 }
 
 type benchCPU struct {
@@ -823,7 +833,7 @@ func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
 
 func (r *benchReport) summarize(samples []benchSample, elapsed time.Duration) {
-	var lat, ack, queue, setup, run, other []float64
+	var lat, ack, queue, setup, run, other, toStream, back []float64
 	var stepsCPU float64
 	errSeen := map[string]bool{}
 	for _, s := range samples {
@@ -866,12 +876,16 @@ func (r *benchReport) summarize(samples []benchSample, elapsed time.Duration) {
 		setup = append(setup, res.Timing.SetupMs)
 		run = append(run, wall)
 		other = append(other, l-res.Timing.QueueMs-res.Timing.SetupMs-wall)
+		if !s.published.IsZero() && !res.Timing.EnqueuedAt.IsZero() && !res.Timing.FinishedAt.IsZero() {
+			toStream = append(toStream, ms(res.Timing.EnqueuedAt.Sub(s.published)))
+			back = append(back, ms(s.received.Sub(res.Timing.FinishedAt)))
+		}
 	}
 	r.ElapsedS = round3(elapsed.Seconds())
 	r.JobsPerS = round3(float64(len(samples)) / elapsed.Seconds())
 	r.LatencyMs = stats(lat)
 	r.PublishAckMs = stats(ack)
-	r.SplitMs = benchSplit{Queue: stats(queue), Setup: stats(setup), Run: stats(run), Other: stats(other)}
+	r.SplitMs = benchSplit{Queue: stats(queue), Setup: stats(setup), Run: stats(run), Other: stats(other), ToStream: stats(toStream), Back: stats(back)}
 	if len(samples) > 0 {
 		r.stepsCPUPerJob = stepsCPU / float64(len(samples))
 	}
@@ -1195,6 +1209,10 @@ func (r *benchReport) print(w io.Writer) {
 	row("setup (timing.setup_ms)", r.SplitMs.Setup)
 	row("run (steps wall_time_ms)", r.SplitMs.Run)
 	row("other (latency − the three)", r.SplitMs.Other)
+	if r.SplitMs.ToStream.N > 0 {
+		row("  of it: publish→enqueued_at", r.SplitMs.ToStream)
+		row("  finished_at→received", r.SplitMs.Back)
+	}
 	if cpu := r.CPU; cpu != nil {
 		if cpu.Available {
 			fmt.Fprintf(tw, "CPU per job\t%.3f ms total: worker+nats %.3f, sandboxes %.3f, inits %.3f (steps report %.3f); %.0f%% of %d CPUs",
