@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -221,6 +222,22 @@ func TestTwoWorkersBurst(t *testing.T) {
 	for id, c := range seen {
 		if c != 1 {
 			t.Errorf("%s: %d results", id, c)
+		}
+	}
+}
+
+func TestGoProcs(t *testing.T) {
+	n := runtime.NumCPU()
+	for _, c := range []struct{ flag, slots, want int }{
+		{3, 100, 3}, // the flag wins
+		{0, 1, 1},
+		{0, 2, 1},
+		{0, 4, 1},
+		{0, 5, min(2, n)},
+		{0, 1000, min(250, n)},
+	} {
+		if got := goProcs(c.flag, c.slots); got != c.want {
+			t.Errorf("goProcs(%d, %d) = %d, want %d", c.flag, c.slots, got, c.want)
 		}
 	}
 }
