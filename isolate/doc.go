@@ -29,13 +29,15 @@
 //	  | --- park packet {profile} ------------> |  prepares the next process
 //	  |     (sent once the parent has read the  |  (no reply)
 //	  |     counters that process counts from)  |
-//	  | --- spawn packet {argv,env,cwd,rlimits} |
+//	  | --- spawn packet {argv,env,cwd,rlimits, |
+//	  |     flags: reset after (Last)}          |
 //	  |     + fds [stdin, stdout, stderr] ----> |  wakes the prepared process,
 //	  |                                         |  or clone(CLONE_VM|CLONE_VFORK)
 //	  | <-- error{step,errno} (never started) - |
 //	  | --- kill (wall limit, output cap) ----> |  kill(-1, SIGKILL)
 //	  | <-- exited{status,wall} --------------- |  main process gone, rest
 //	  |                                         |  killed, all reaped
+//	  | <-- ready | error (after a Last spawn)  |  the reset, at once
 //	  | --- reset packet {disk_bytes} --------> |  new tmpfs upper and overlay,
 //	  | <-- ready ----------------------------- |  /proc, /dev, /dev/shm again
 //	  | --- park packet {profile} ------------> |  (and after a step with More)

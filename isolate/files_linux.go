@@ -18,6 +18,9 @@ func (s *Sandbox) WriteFiles(ctx context.Context, files []File) error {
 	if s.broken != nil {
 		return s.broken
 	}
+	if s.resetting {
+		return errResetting
+	}
 	for _, f := range files {
 		if err := cleanRel(f.Path); err != nil {
 			return fmt.Errorf("%w: %q", ErrUnsafePath, f.Path)
@@ -66,6 +69,9 @@ func (s *Sandbox) Collect(ctx context.Context, patterns []string) ([]Collected, 
 	defer s.mu.Unlock()
 	if s.broken != nil {
 		return nil, s.broken
+	}
+	if s.resetting {
+		return nil, errResetting
 	}
 	for _, p := range patterns {
 		if err := cleanRel(p); err != nil {

@@ -99,6 +99,8 @@ const _ = uint(C.CORRAL_REPLY_READY - replyReady)
 const _ = uint(replyReady - C.CORRAL_REPLY_READY)
 const _ = uint(unsafe.Sizeof(C.struct_corral_ready_reply{}) - 8)
 const _ = uint(8 - unsafe.Sizeof(C.struct_corral_ready_reply{}))
+const _ = uint(C.CORRAL_SPAWN_RESET_AFTER - spawnResetAfter)
+const _ = uint(spawnResetAfter - C.CORRAL_SPAWN_RESET_AFTER)
 const _ = uint(C.CORRAL_PKT_RESET - pktReset)
 const _ = uint(pktReset - C.CORRAL_PKT_RESET)
 const _ = uint(unsafe.Sizeof(C.struct_corral_reset_pkt{}) - resetPktSize)
@@ -342,6 +344,7 @@ func (in *initProc) setLayer() {
 	}
 	y.ovl_opts = C.CString("lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + stageRW + "/upper,workdir=" + stageRW + "/work,userxattr")
 	y.uid, y.gid = C.uint32_t(cfg.UID), C.uint32_t(cfg.GID)
+	y.disk = C.int64_t(cfg.DiskBytes)
 	if n := len(cfg.EtcFiles); n > 0 {
 		etc := unsafe.Slice((*C.struct_corral_etc_file)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof(C.struct_corral_etc_file{})))), n)
 		i := 0

@@ -61,6 +61,27 @@ static void close_fds(int *fds, int n) {
 	for (int i = 0; i < n; i++) close(fds[i]);
 }
 
+// reset_layer replaces the writable layer (corral_reset) and answers with
+// a ready reply or the failed step. The prepared process belongs to the
+// old layer, so it goes first.
+static int reset_layer(struct corral_loop *L, int64_t disk) {
+	corral_loop_drop_park(L);
+	const char *step = "reset";
+	int rc = corral_reset(L, disk, &step);
+	if (rc < 0) return send_error(L, step, -rc, NULL);
+	struct corral_ready_reply r = {CORRAL_REPLY_READY, {0}};
+	return send_json(L, (const char *)&r, sizeof(r));
+}
+
+// after_process follows the reply that ends a process (rc: its send): a
+// Last process's spawn asked for the reset to follow at once, while the
+// parent reads the result, without waiting for a reset packet.
+static int after_process(struct corral_loop *L, int rc) {
+	if (rc < 0 || !L->reset_after) return rc;
+	L->reset_after = 0;
+	return reset_layer(L, L->layer.disk);
+}
+
 // finish ends the job once its main process was reaped: nothing else may
 // run on. It kills and reaps everything left (setsid'd orphans included:
 // they are the init's children now), killing again after each reap so that
@@ -75,7 +96,7 @@ static int finish(struct corral_loop *L, int status, int64_t wall_ns) {
 	L->pid = 0;
 	L->pidfd = -1;
 	struct corral_exited_reply r = {CORRAL_REPLY_EXITED, {0}, (uint32_t)status, wall_ns};
-	return send_json(L, (const char *)&r, sizeof(r));
+	return after_process(L, send_json(L, (const char *)&r, sizeof(r)));
 }
 
 // reap reaps, without waiting, every process that exited; when that includes
@@ -192,14 +213,17 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 	int64_t start = now_ns();
 	int pid = parked ? corral_park_go(P) : corral_spawn_run(s);
 	close_fds(fds, nfds);
+	// A failed clone breaks the sandbox (the parent gives up on it); a
+	// process that failed to start is done like one that exited.
 	if (pid < 0) return send_error(L, "clone", -pid, NULL);
+	L->reset_after = (h.flags & CORRAL_SPAWN_RESET_AFTER) != 0;
 	if (s->err_step != 0) {
 		int ws;
 		while (wait4(pid, &ws, __WALL, NULL) < 0 && errno == EINTR) {}
 		const char *step = "unknown";
 		if (s->err_step > 0 && (size_t)s->err_step < sizeof(step_names) / sizeof(step_names[0]))
 			step = step_names[s->err_step];
-		return send_error(L, step, s->err_no, NULL);
+		return after_process(L, send_error(L, step, s->err_no, NULL));
 	}
 	// No reply now: the parent hears of this process when it has exited
 	// (one wake-up fewer on the job's path).
@@ -271,20 +295,14 @@ static void park(struct corral_loop *L, char *pkt, size_t len) {
 	corral_park_start(&L->park);
 }
 
-// reset serves a reset packet: the prepared process belongs to the old
-// layer, so it goes first; the new layer is answered by a ready reply.
+// reset serves a reset packet (reset_layer).
 static int reset(struct corral_loop *L, char *pkt, size_t len) {
 	struct corral_reset_pkt h;
 	if (L->pid) return send_error(L, "protocol", 0, "reset while a job process runs");
 	if (len != sizeof(h)) return send_error(L, "protocol", 0, "bad reset packet");
 	memcpy(&h, pkt, sizeof(h));
 	if (h.disk_bytes <= 0) return send_error(L, "protocol", 0, "reset without a disk size");
-	corral_loop_drop_park(L);
-	const char *step = "reset";
-	int rc = corral_reset(L, h.disk_bytes, &step);
-	if (rc < 0) return send_error(L, step, -rc, NULL);
-	struct corral_ready_reply r = {CORRAL_REPLY_READY, {0}};
-	return send_json(L, (const char *)&r, sizeof(r));
+	return reset_layer(L, h.disk_bytes);
 }
 
 long corral_loop_run(struct corral_loop *L) {

@@ -2,8 +2,10 @@ package isolate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,11 +28,16 @@ ls /proc/1/root 2>&1 >/dev/null | head -1`
 func TestPreparedProcessIsTheSame(t *testing.T) {
 	sb := newTestSandbox(t)
 	lim := jobs.Limits{OpenFiles: 100, MemoryBytes: 64 << 20, FileSizeBytes: 1 << 20}
+	var runProbe func(name string, more, last bool) string
 	p := Process{Argv: []string{"sh", "-c", probe}, Env: DefaultEnv, Limits: lim, Cwd: "/tmp", Stdin: []byte("stdin here\n")}
 	runOne := func(name string, more bool) string {
 		t.Helper()
+		return runProbe(name, more, false)
+	}
+	runProbe = func(name string, more, last bool) string {
+		t.Helper()
 		q := p
-		q.More = more
+		q.More, q.Last = more, last
 		r, err := sb.Run(context.Background(), q)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -47,8 +54,12 @@ func TestPreparedProcessIsTheSame(t *testing.T) {
 	if err := sb.Reset(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
-	afterReset := runOne("prepared at Reset", false)
-	for name, got := range map[string]string{"after a step": afterMore, "on request": onRequest, "after Reset": afterReset} {
+	afterReset := runProbe("Last, before its own reset", false, true)
+	if err := sb.Reset(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	afterLast := runOne("prepared at the reset a Last process started", false)
+	for name, got := range map[string]string{"after a step": afterMore, "on request": onRequest, "after Reset": afterReset, "after a Last reset": afterLast} {
 		if got != afterNew {
 			t.Errorf("%s:\n%s\nafter New:\n%s", name, got, afterNew)
 		}
@@ -201,6 +212,59 @@ func TestPreparedStrictProcess(t *testing.T) {
 	}
 	if !strings.Contains(prepared, "Max open files            100                  100") {
 		t.Errorf("rlimits not applied:\n%s", prepared)
+	}
+	assertEmpty(t, sb)
+}
+
+// TestLastProcessResets: after a Last process the init resets the sandbox
+// on its own; until Reset nothing else is accepted, Reset only waits for it
+// (or resets again for another size), and the Last process's own result
+// is whole.
+func TestLastProcessResets(t *testing.T) {
+	sb := newTestSandbox(t)
+	// A reset that never comes fails the test rather than hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := sb.Run(ctx, Process{Argv: []string{"true"}, Env: DefaultEnv, More: true, Last: true}); err == nil {
+		t.Fatal("More and Last accepted together")
+	}
+	// A memory peak that must come through the concurrent reset intact.
+	r, err := sb.Run(ctx, Process{Argv: []string{"sh", "-c", "echo x > /tmp/f; echo y > /work/g; echo z > /dev/shm/h; dd if=/dev/zero of=/dev/null bs=8M count=1 2>/dev/null; echo done"},
+		Env: DefaultEnv, Last: true})
+	if err != nil || r.Status != jobs.StatusOK || r.Stdout != "done\n" {
+		t.Fatalf("Last process: %v %+v", err, r)
+	}
+	if r.Usage.MemoryPeakBytes < 8<<20 {
+		t.Errorf("memory peak %d below dd's 8 MiB buffer", r.Usage.MemoryPeakBytes)
+	}
+	if _, err := sb.Run(ctx, Process{Argv: []string{"true"}, Env: DefaultEnv}); !errors.Is(err, errResetting) {
+		t.Errorf("Run before Reset: %v", err)
+	}
+	if err := sb.WriteFiles(ctx, []File{{Path: "a", Data: []byte("a")}}); !errors.Is(err, errResetting) {
+		t.Errorf("WriteFiles before Reset: %v", err)
+	}
+	if _, err := sb.Collect(ctx, []string{"g"}); !errors.Is(err, errResetting) {
+		t.Errorf("Collect before Reset: %v", err)
+	}
+	if err := sb.Reset(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, sb, jobs.Limits{}, "sh", "-c", "for f in /tmp/f /work/g /dev/shm/h; do [ -e $f ] && echo LEFT $f; done; ls -A /work /dev/shm; df -k /work | tail -1 | awk '{print $2}'")
+	if r.Stdout != "/dev/shm:\n\n/work:\n"+strconv.Itoa(int(jobs.DefaultLimits().DiskBytes>>10))+"\n" {
+		t.Errorf("after the reset of a Last process: %q %q", r.Stdout, r.Stderr)
+	}
+	// A Last process that cannot start is done too; then a reset to
+	// another size than the sandbox's: Reset resets once more.
+	r, err = sb.Run(ctx, Process{Argv: []string{"no-such-program"}, Env: DefaultEnv, Last: true})
+	if err != nil || r.ExitCode != 127 {
+		t.Fatalf("Last process that cannot start: %v %+v", err, r)
+	}
+	if err := sb.Reset(ctx, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, sb, jobs.Limits{}, "sh", "-c", "df -k /work | tail -1 | awk '{print $2}'")
+	if r.Stdout != "4096\n" {
+		t.Errorf("a 4 MiB layer after a Last process: %q %q", r.Stdout, r.Stderr)
 	}
 	assertEmpty(t, sb)
 }

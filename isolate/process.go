@@ -28,6 +28,12 @@ type Process struct {
 	// that does not depend on the request) while this one's result goes
 	// out. After New and Reset a process is always prepared.
 	More bool
+	// Last says nothing follows in this sandbox before its next Reset
+	// (no process, no file written or collected): the init then starts
+	// the reset (to Config.DiskBytes) as soon as this process is done, while
+	// the caller reads its result, and Reset only waits for it. Run, Collect
+	// and WriteFiles fail until that Reset. Last and More exclude each other.
+	Last bool
 }
 
 // DefaultEnv is the environment a job starts from.

@@ -61,7 +61,12 @@ type spawnReq struct {
 	Cwd     string
 	Rlimits []rlimit
 	Seccomp SeccompProfile
+	Last    bool // the init resets the sandbox once the process is done
 }
+
+// errResetting is a request between a Last process and the Reset that
+// follows it.
+var errResetting = errors.New("isolate: the sandbox is resetting after its Last process: call Reset first")
 
 type rlimit struct {
 	Resource int
@@ -127,6 +132,10 @@ const (
 	pktSpawn = 1
 	pktKill  = 2
 	pktPark  = 3
+	// spawnResetAfter, in a spawn packet's flags byte: once the process
+	// is done (exited, or failed to start), the init resets the sandbox to
+	// its configured size and answers with a ready reply or an error.
+	spawnResetAfter = 1
 	// pktReset asks for a fresh writable layer: struct corral_reset_pkt,
 	// the tag then the layer's size in bytes at offset 8.
 	pktReset     = 4
@@ -187,6 +196,9 @@ func encodeSpawn(req *spawnReq) ([]byte, error) {
 	}
 	b := make([]byte, spawnPktHeader, size)
 	b[0] = pktSpawn
+	if req.Last {
+		b[1] = spawnResetAfter
+	}
 	ne := binary.NativeEndian
 	ne.PutUint32(b[4:], uint32(len(req.Rlimits)))
 	ne.PutUint32(b[8:], uint32(len(req.Argv)))

@@ -38,6 +38,12 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	if len(p.Argv) == 0 {
 		return nil, errors.New("isolate: empty argv")
 	}
+	if p.More && p.Last {
+		return nil, errors.New("isolate: a process cannot be both More and Last")
+	}
+	if s.resetting {
+		return nil, errResetting
+	}
 	lim := p.Limits.WithDefaults(jobs.DefaultLimits())
 	if p.Cwd == "" {
 		p.Cwd = "/work"
@@ -98,6 +104,7 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 		Cwd:     p.Cwd,
 		Rlimits: rlimitsFor(lim),
 		Seccomp: profile,
+		Last:    p.Last,
 	})
 	if err != nil {
 		unix.Close(outW)
@@ -105,6 +112,9 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 		return nil, err
 	}
 	err = s.sendPacket(msgSpawn, pkt, []int{stdin, outW, errW})
+	// After a Last process, exited or not started, the init resets the
+	// sandbox (a failed send breaks the sandbox anyway).
+	s.resetting = p.Last
 	unix.Close(outW)
 	unix.Close(errW)
 	if err != nil {

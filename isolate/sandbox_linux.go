@@ -39,6 +39,9 @@ type Sandbox struct {
 	// lastProfile is the seccomp profile of the last process, which the
 	// process prepared after a reset is for ("": default).
 	lastProfile SeccompProfile
+	// resetting: the last process was Last, and the init resets the
+	// sandbox on its own; Reset waits for its reply.
+	resetting bool
 	// emptyStdin is the stdin of every process given none: a sealed,
 	// empty, read-only memfd made once (-1: not yet).
 	emptyStdin int
@@ -331,11 +334,22 @@ func (s *Sandbox) Reset(ctx context.Context, diskBytes int64) error {
 	if diskBytes <= 0 {
 		diskBytes = s.cfg.DiskBytes
 	}
-	if err := s.sendPacket(msgReset, encodeReset(diskBytes), nil); err != nil {
-		return err
+	// After a Last process the init has reset the sandbox on its own, to
+	// Config.DiskBytes: wait for it, and reset again only for another size.
+	auto := s.resetting
+	if auto {
+		s.resetting = false
+		if _, err := s.expect(ctx, msgReady); err != nil {
+			return s.fail(err)
+		}
 	}
-	if _, err := s.expect(ctx, msgReady); err != nil {
-		return s.fail(err)
+	if !auto || diskBytes != s.cfg.DiskBytes {
+		if err := s.sendPacket(msgReset, encodeReset(diskBytes), nil); err != nil {
+			return err
+		}
+		if _, err := s.expect(ctx, msgReady); err != nil {
+			return s.fail(err)
+		}
 	}
 	s.disk = diskBytes
 	// The reset lowered the memory charged: read it again.

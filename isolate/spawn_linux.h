@@ -87,6 +87,7 @@ struct corral_layer {
 	int ll_abi;
 	uint64_t ll_handled_fs, ll_scoped, ll_ro, ll_rw;
 	uint32_t ll_flags;
+	int64_t disk; // the size of a layer made without a reset packet (Config.DiskBytes)
 };
 
 // corral_reset replaces the writable layer (reset_linux.c): it drops the
@@ -187,8 +188,9 @@ struct corral_exited_reply {
 // A spawn packet: this header, then NUL-terminated strings: the seccomp
 // profile's name, the working directory, argc arguments, envc environment
 // entries. It carries the stdin, stdout and stderr fds.
+#define CORRAL_SPAWN_RESET_AFTER 1 // in flags: reset once the process is done
 struct corral_spawn_pkt {
-	uint8_t tag, pad[3];
+	uint8_t tag, flags, pad[2];
 	uint32_t nrlimits, argc, envc;
 	struct {
 		int32_t resource;
@@ -226,6 +228,9 @@ struct corral_loop {
 	// through which the init writes and collects the job's files.
 	struct corral_layer layer;
 	int root_fd;
+	// Set by a spawn packet with CORRAL_SPAWN_RESET_AFTER: reset once its
+	// process is done, to layer.disk.
+	int reset_after;
 };
 
 // corral_loop_drop_park kills the parked child (before a reset, whose new

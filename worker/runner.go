@@ -77,6 +77,9 @@ func runJob(ctx context.Context, sb Sandbox, job *jobs.Job, q QueueConfig, objs 
 			Seccomp: isolate.SeccompProfile(profile),
 			// A later step runs in this sandbox: prepare its process.
 			More: i < len(job.Steps)-1,
+			// Nothing follows the last step but the reset (no files to
+			// collect): the sandbox starts it while the result goes out.
+			Last: i == len(job.Steps)-1 && len(job.Collect) == 0,
 		}
 		if live != nil {
 			p.Output = func(stream string, b []byte) { live(name, stream, b) }

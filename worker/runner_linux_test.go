@@ -159,8 +159,9 @@ func TestRunJobUnsafeFile(t *testing.T) {
 	sb := testSandbox(t)
 	// The first job plants a symlink; without a reset, the next job's file
 	// write through it must be rejected (the worker resets between jobs;
-	// this is defense in depth).
-	plant := decode(t, `{"cmd": ["ln", "-s", "/etc", "link"]}`)
+	// this is defense in depth). It collects a file, so that its step is
+	// not Last: the sandbox does not reset itself.
+	plant := decode(t, `{"cmd": ["ln", "-s", "/etc", "link"], "collect": ["none"]}`)
 	if _, err := runJob(context.Background(), sb, plant, QueueConfig{}.WithDefaults(), nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +198,11 @@ func TestRunJobLiveOutputAndSeccomp(t *testing.T) {
 	if out.Steps[0].Status != jobs.StatusNonzeroExit || !strings.Contains(out.Steps[0].Stderr, "not permitted") {
 		t.Errorf("unshare under seccomp default: %+v", out.Steps[0])
 	}
-	// A queue whose default is strict: the shell cannot even fork.
+	// A queue whose default is strict: the shell cannot even fork. The
+	// last step was Last: the sandbox resets itself, Reset waits for it.
+	if err := sb.Reset(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
 	job = decode(t, `{"cmd": ["sh", "-c", "true | true"]}`)
 	out, err = runJob(context.Background(), sb, job, QueueConfig{Seccomp: jobs.SeccompStrict}.WithDefaults(), nil, nil)
 	if err != nil || out.Steps[0].Status == jobs.StatusOK {
