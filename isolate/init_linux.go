@@ -355,6 +355,7 @@ func (in *initProc) setLayer() {
 			i++
 		}
 		y.etc, y.netc = &etc[0], C.int(n)
+		cfg.EtcFiles = nil // in C memory now
 	}
 	ll := newLandlockLayer(LandlockABI())
 	y.ll_abi = C.int(ll.abi)
