@@ -37,10 +37,13 @@
 //	  | --- kill (wall limit, output cap) ----> |  kill(-1, SIGKILL)
 //	  | <-- exited{status,wall} --------------- |  main process gone, rest
 //	  |                                         |  killed, all reaped
-//	  | <-- ready | error (after a Last spawn)  |  the reset, at once
-//	  | --- reset packet {disk_bytes} --------> |  new tmpfs upper and overlay,
-//	  | <-- ready ----------------------------- |  /proc, /dev, /dev/shm again
-//	  | --- park packet {profile} ------------> |  (and after a step with More)
+//	  | <-- ready{parked,usage} | error ------- |  after a Last spawn: the reset
+//	  |                                         |  at once, then the next process
+//	  | --- reset packet {disk_bytes,profile} > |  new tmpfs upper and overlay,
+//	  | <-- ready{parked,usage} --------------- |  /proc, /dev, /dev/shm again;
+//	  |                                         |  memory usage read, then the
+//	  |                                         |  next process prepared
+//	  | --- park packet {profile} ------------> |  after a step with More
 //	  | --- (socket closed) ------------------> |  exits; the kernel kills the
 //	                                               rest of the pid namespace
 //

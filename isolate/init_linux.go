@@ -27,7 +27,7 @@ import (
 const (
 	initExeFd    = 3 // the sealed copy of the binary it was executed from
 	initSockFd   = 4 // the control socket
-	initProcsFd0 = 5 // the job cgroup's cgroup.procs files, ProcsFiles of them, then its v2 directory (CgroupDir)
+	initProcsFd0 = 5 // the job cgroup's cgroup.procs files, ProcsFiles of them, then its v2 directory (CgroupDir), then its memory usage file (UsageFile)
 )
 
 // Stage paths, after the init has pivoted into the stage.
@@ -76,6 +76,8 @@ func RunInit() {
 	loop.tmpl.ipc_fd = -1
 	loop.tmpl.cgroup_fd = -1
 	loop.root_fd = -1
+	loop.usage_fd = -1
+	loop.last_profile = -1
 	in := &initProc{sock: initSockFd, loop: loop, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
@@ -97,8 +99,10 @@ const _ = uint(C.CORRAL_REPLY_EXITED - replyExited)
 const _ = uint(replyExited - C.CORRAL_REPLY_EXITED)
 const _ = uint(C.CORRAL_REPLY_READY - replyReady)
 const _ = uint(replyReady - C.CORRAL_REPLY_READY)
-const _ = uint(unsafe.Sizeof(C.struct_corral_ready_reply{}) - 8)
-const _ = uint(8 - unsafe.Sizeof(C.struct_corral_ready_reply{}))
+const _ = uint(unsafe.Sizeof(C.struct_corral_ready_reply{}) - 16)
+const _ = uint(16 - unsafe.Sizeof(C.struct_corral_ready_reply{}))
+const _ = uint(C.CORRAL_READY_PARKED - readyParked)
+const _ = uint(readyParked - C.CORRAL_READY_PARKED)
 const _ = uint(C.CORRAL_SPAWN_RESET_AFTER - spawnResetAfter)
 const _ = uint(spawnResetAfter - C.CORRAL_SPAWN_RESET_AFTER)
 const _ = uint(C.CORRAL_PKT_RESET - pktReset)
@@ -224,8 +228,13 @@ func (in *initProc) serve() error {
 		lp.tmpl.procs_fds[i] = C.int(initProcsFd0 + i)
 	}
 	lp.tmpl.nprocs_fds = C.int(in.cfg.ProcsFiles)
+	next := initProcsFd0 + in.cfg.ProcsFiles
 	if in.cfg.CgroupDir {
-		lp.tmpl.cgroup_fd = C.int(initProcsFd0 + in.cfg.ProcsFiles)
+		lp.tmpl.cgroup_fd = C.int(next)
+		next++
+	}
+	if in.cfg.UsageFile {
+		lp.usage_fd = C.int(next)
 	}
 	lp.tmpl.uid = C.uint32_t(in.cfg.UID)
 	lp.tmpl.gid = C.uint32_t(in.cfg.GID)

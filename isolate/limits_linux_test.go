@@ -195,11 +195,30 @@ func TestUsage(t *testing.T) {
 	}
 	// The memory peak is the process's own: dd's 8 MiB buffer, not the
 	// init's memory a prepared process shares before its exec (which
-	// wait4's ru_maxrss would count), nor an earlier process's.
-	for i := 0; i < 2; i++ {
+	// wait4's ru_maxrss would count), nor an earlier process's; also for
+	// a process the init prepared at a reset, after reading the baseline
+	// itself, and at the reset a Last process started.
+	ctx := context.Background()
+	for i, how := range []string{"on request", "again", "prepared at a reset", "prepared at a Last process's reset"} {
+		switch i {
+		case 2:
+			if err := sb.Reset(ctx, 0); err != nil {
+				t.Fatal(err)
+			}
+		case 3:
+			if _, err := sb.Run(ctx, Process{Argv: []string{"true"}, Env: DefaultEnv, Last: true}); err != nil {
+				t.Fatal(err)
+			}
+			if err := sb.Reset(ctx, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
 		r3 := run(t, sb, jobs.Limits{}, "dd", "if=/dev/zero", "of=/dev/null", "bs=8M", "count=2")
 		if p := r3.Usage.MemoryPeakBytes; p < 7<<20 || p > 24<<20 {
-			t.Errorf("run %d: peak of dd bs=8M: %d bytes, want 7-24 MiB", i, p)
+			t.Errorf("%s: peak of dd bs=8M: %d bytes, want 7-24 MiB", how, p)
+		}
+		if r3.Usage.CPUTimeMs <= 0 {
+			t.Errorf("%s: no cpu time: %+v", how, r3.Usage)
 		}
 	}
 	if p := run(t, sb, jobs.Limits{}, "true").Usage.MemoryPeakBytes; p > 4<<20 {

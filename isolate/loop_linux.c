@@ -61,25 +61,56 @@ static void close_fds(int *fds, int n) {
 	for (int i = 0; i < n; i++) close(fds[i]);
 }
 
+// park_profile prepares the next job process for seccomp profile prof,
+// unless a job runs or one is prepared already. Returns 1 if it did.
+static int park_profile(struct corral_loop *L, int prof) {
+	if (prof < 0 || L->pid || L->park.pid || L->tmpl.mnt_fd < 0) return 0;
+	L->park.s = L->tmpl;
+	L->park.s.seccomp_filter = L->profiles[prof];
+	L->park.profile = prof;
+	L->park.late_seccomp = L->late_seccomp[prof];
+	return corral_park_start(&L->park) == 0;
+}
+
+// read_usage reads the job cgroup's memory usage: 0, or -1 when it cannot.
+static int read_usage(struct corral_loop *L, int64_t *usage) {
+	char b[32];
+	if (L->usage_fd < 0) return -1;
+	ssize_t n = pread(L->usage_fd, b, sizeof(b) - 1, 0);
+	if (n <= 0) return -1;
+	b[n] = 0;
+	char *end;
+	long long v = strtoll(b, &end, 10);
+	if (end == b || v < 0) return -1;
+	*usage = v;
+	return 0;
+}
+
 // reset_layer replaces the writable layer (corral_reset) and answers with
 // a ready reply or the failed step. The prepared process belongs to the
-// old layer, so it goes first.
-static int reset_layer(struct corral_loop *L, int64_t disk) {
+// old layer, so it goes first. Then, if it can read the job cgroup's memory
+// usage, it prepares the next process for profile prof (that usage first:
+// the prepared process's setup is counted in its own usage) and says so in
+// the reply, which spares the parent a park packet.
+static int reset_layer(struct corral_loop *L, int64_t disk, int prof) {
 	corral_loop_drop_park(L);
 	const char *step = "reset";
 	int rc = corral_reset(L, disk, &step);
 	if (rc < 0) return send_error(L, step, -rc, NULL);
-	struct corral_ready_reply r = {CORRAL_REPLY_READY, {0}};
+	struct corral_ready_reply r = {CORRAL_REPLY_READY, 0, {0}, 0};
+	if (prof >= 0 && read_usage(L, &r.memory_usage) == 0 && park_profile(L, prof))
+		r.flags = CORRAL_READY_PARKED;
 	return send_json(L, (const char *)&r, sizeof(r));
 }
 
 // after_process follows the reply that ends a process (rc: its send): a
 // Last process's spawn asked for the reset to follow at once, while the
-// parent reads the result, without waiting for a reset packet.
+// parent reads the result, without waiting for a reset packet; the next
+// process is prepared for the same profile.
 static int after_process(struct corral_loop *L, int rc) {
 	if (rc < 0 || !L->reset_after) return rc;
 	L->reset_after = 0;
-	return reset_layer(L, L->layer.disk);
+	return reset_layer(L, L->layer.disk, L->last_profile);
 }
 
 // finish ends the job once its main process was reaped: nothing else may
@@ -185,6 +216,7 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 		close_fds(fds, nfds);
 		return send_error(L, "seccomp", 0, "no program for that profile");
 	}
+	L->last_profile = prof;
 	// The parked child if it was made for this profile and still waits;
 	// else a new one.
 	struct corral_park *P = &L->park;
@@ -285,24 +317,20 @@ void corral_loop_drop_park(struct corral_loop *L) { corral_park_drop(&L->park); 
 static void park(struct corral_loop *L, char *pkt, size_t len) {
 	char *p = pkt + 1, *end = pkt + len;
 	char *name = next_str(&p, end);
-	if (!name || L->pid || L->park.pid || L->tmpl.mnt_fd < 0) return;
-	int prof = profile_index(L, name);
-	if (prof < 0) return;
-	L->park.s = L->tmpl;
-	L->park.s.seccomp_filter = L->profiles[prof];
-	L->park.profile = prof;
-	L->park.late_seccomp = L->late_seccomp[prof];
-	corral_park_start(&L->park);
+	if (name) park_profile(L, profile_index(L, name));
 }
 
-// reset serves a reset packet (reset_layer).
+// reset serves a reset packet (reset_layer), preparing the next process
+// for the profile it names.
 static int reset(struct corral_loop *L, char *pkt, size_t len) {
 	struct corral_reset_pkt h;
 	if (L->pid) return send_error(L, "protocol", 0, "reset while a job process runs");
-	if (len != sizeof(h)) return send_error(L, "protocol", 0, "bad reset packet");
+	if (len < sizeof(h)) return send_error(L, "protocol", 0, "bad reset packet");
 	memcpy(&h, pkt, sizeof(h));
 	if (h.disk_bytes <= 0) return send_error(L, "protocol", 0, "reset without a disk size");
-	return reset_layer(L, h.disk_bytes);
+	char *p = pkt + sizeof(h), *name = next_str(&p, pkt + len);
+	if (!name || p != pkt + len) return send_error(L, "protocol", 0, "bad reset packet");
+	return reset_layer(L, h.disk_bytes, profile_index(L, name));
 }
 
 long corral_loop_run(struct corral_loop *L) {

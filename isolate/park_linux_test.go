@@ -268,3 +268,31 @@ func TestLastProcessResets(t *testing.T) {
 	}
 	assertEmpty(t, sb)
 }
+
+// TestResetPreparesTheNextProcess: a reset packet naming a profile gets a
+// ready reply saying the init prepared the next process, with the memory
+// usage it read first; one naming no known profile prepares nothing.
+func TestResetPreparesTheNextProcess(t *testing.T) {
+	sb := newTestSandbox(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	for _, c := range []struct {
+		profile SeccompProfile
+		parked  bool
+	}{{SeccompDefault, true}, {SeccompStrict, true}, {"no-such-profile", false}} {
+		if err := sb.sendPacket(msgReset, encodeReset(sb.cfg.DiskBytes, c.profile), nil); err != nil {
+			t.Fatal(err)
+		}
+		m, err := sb.expect(ctx, msgReady)
+		if err != nil {
+			t.Fatalf("%s: %v", c.profile, err)
+		}
+		// The usage may be 0 (nothing is charged to the job cgroup between
+		// jobs); TestUsage checks the peaks that count from it.
+		if r := m.Ready; r == nil || r.Parked != c.parked || r.MemoryUsage < 0 {
+			t.Fatalf("%s: ready %+v", c.profile, m.Ready)
+		}
+	}
+}

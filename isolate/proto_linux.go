@@ -33,6 +33,7 @@ type message struct {
 	Coll   *collectReq `json:"collect,omitempty"`
 	Files  []fileEntry `json:"files,omitempty"`
 	Exit   *exitReport `json:"exit,omitempty"`
+	Ready  *readyReport `json:"-"`
 	Err    *InitError  `json:"err,omitempty"`
 }
 
@@ -44,6 +45,7 @@ type initConfig struct {
 	Hostname   string   `json:"hostname"`    // the sandbox's hostname
 	ProcsFiles int      `json:"procs_files"` // number of cgroup.procs fds from fd 5 on
 	CgroupDir  bool     `json:"cgroup_dir"`  // the job cgroup's v2 directory follows them (CLONE_INTO_CGROUP)
+	UsageFile  bool     `json:"usage_file"`  // then the job cgroup's memory usage file (read-only)
 	UID        uint32   `json:"uid"`         // the job's uid inside the sandbox
 	GID        uint32   `json:"gid"`         // the job's gid inside the sandbox
 	// EtcFiles are written into /etc of every writable layer.
@@ -93,6 +95,14 @@ type fileEntry struct {
 	Skipped string `json:"skipped,omitempty"` // why it was not collected
 }
 
+// readyReport is what a binary ready reply (after a reset) says: whether
+// the init prepared the next process, after reading the job cgroup's
+// memory usage, which that process counts from.
+type readyReport struct {
+	Parked      bool
+	MemoryUsage int64
+}
+
 // exitReport is how a job process ended.
 type exitReport struct {
 	WaitStatus uint32 `json:"wait_status"` // syscall.WaitStatus of the main process
@@ -137,9 +147,12 @@ const (
 	// its configured size and answers with a ready reply or an error.
 	spawnResetAfter = 1
 	// pktReset asks for a fresh writable layer: struct corral_reset_pkt,
-	// the tag then the layer's size in bytes at offset 8.
+	// the tag then the layer's size in bytes at offset 8, then the seccomp
+	// profile to prepare the next process for, NUL-terminated.
 	pktReset     = 4
 	resetPktSize = 16
+	// readyParked, in a ready reply's flags: the next process is prepared.
+	readyParked = 1
 	// spawnPktHeader is sizeof(struct corral_spawn_pkt).
 	spawnPktHeader = 16 + maxRlimits*24
 	maxRlimits     = 8
@@ -162,18 +175,22 @@ func decodeReply(b []byte) (m *message, ok bool) {
 			WaitStatus: ne.Uint32(b[4:]),
 			WallNs:     int64(ne.Uint64(b[8:])),
 		}}, true
-	case len(b) == 8 && b[0] == replyReady:
-		return &message{Kind: msgReady}, true
+	case len(b) == 16 && b[0] == replyReady:
+		return &message{Kind: msgReady, Ready: &readyReport{
+			Parked:      b[1]&readyParked != 0,
+			MemoryUsage: int64(ne.Uint64(b[8:])),
+		}}, true
 	}
 	return nil, false
 }
 
-// encodeReset encodes a reset packet for a writable layer of diskBytes.
-func encodeReset(diskBytes int64) []byte {
-	b := make([]byte, resetPktSize)
+// encodeReset encodes a reset packet for a writable layer of diskBytes,
+// after which the init prepares the next process for profile.
+func encodeReset(diskBytes int64, profile SeccompProfile) []byte {
+	b := make([]byte, resetPktSize, resetPktSize+len(profile)+1)
 	b[0] = pktReset
 	binary.NativeEndian.PutUint64(b[8:], uint64(diskBytes))
-	return b
+	return append(append(b, profile...), 0)
 }
 
 // encodeSpawn encodes a spawn request as a spawn packet.

@@ -122,6 +122,11 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 	if cgDir != nil {
 		extra = append(extra, cgDir) // right after the procs files
 	}
+	// The memory usage file lets the init read the baseline of the process
+	// it prepares after a reset itself (see Reset).
+	if s.cg.usage != nil {
+		extra = append(extra, s.cg.usage)
+	}
 	s.cmd = &exec.Cmd{
 		// The memfd is fd 3 in the child when it execs.
 		Path:       fmt.Sprintf("/proc/self/fd/%d", initExeFd),
@@ -164,6 +169,7 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		Hostname:   cfg.Hostname,
 		ProcsFiles: len(procs),
 		CgroupDir:  cgDir != nil,
+		UsageFile:  s.cg.usage != nil,
 		UID:        JobUID,
 		GID:        JobGID,
 		EtcFiles:   cfg.EtcFiles,
@@ -190,11 +196,16 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 // setup is charged to it, as if it were made on request.
 func (s *Sandbox) prepare(base cgroupCounters) error {
 	s.lastCounters = &base
-	profile := s.lastProfile
-	if profile == "" {
-		profile = SeccompDefault
+	return s.sendPacket(msgPark, append(append([]byte{pktPark}, s.nextProfile()...), 0), nil)
+}
+
+// nextProfile is the seccomp profile a process prepared now is for: the
+// last process's, default before the first.
+func (s *Sandbox) nextProfile() SeccompProfile {
+	if s.lastProfile == "" {
+		return SeccompDefault
 	}
-	return s.sendPacket(msgPark, append(append([]byte{pktPark}, profile...), 0), nil)
+	return s.lastProfile
 }
 
 // cpuPeriodUs is the CFS period: short, so that one job's quota debt
@@ -337,31 +348,43 @@ func (s *Sandbox) Reset(ctx context.Context, diskBytes int64) error {
 	// After a Last process the init has reset the sandbox on its own, to
 	// Config.DiskBytes: wait for it, and reset again only for another size.
 	auto := s.resetting
+	var ready *message
 	if auto {
 		s.resetting = false
-		if _, err := s.expect(ctx, msgReady); err != nil {
+		m, err := s.expect(ctx, msgReady)
+		if err != nil {
 			return s.fail(err)
 		}
+		ready = m
 	}
 	if !auto || diskBytes != s.cfg.DiskBytes {
-		if err := s.sendPacket(msgReset, encodeReset(diskBytes), nil); err != nil {
+		if err := s.sendPacket(msgReset, encodeReset(diskBytes, s.nextProfile()), nil); err != nil {
 			return err
 		}
-		if _, err := s.expect(ctx, msgReady); err != nil {
+		m, err := s.expect(ctx, msgReady)
+		if err != nil {
 			return s.fail(err)
 		}
+		ready = m
 	}
 	s.disk = diskBytes
-	// The reset lowered the memory charged: read it again.
+	// The next process counts from the last one's closing counters, but
+	// with the memory the reset freed: read again, by the init before it
+	// prepared that process (the ready reply says so), else here, before
+	// asking for it.
 	var base cgroupCounters
 	var err error
 	if last := s.lastCounters; last != nil {
 		base = *last
-		base.MemoryUsage, err = s.cg.memoryUsage()
-	} else {
-		base, err = s.cg.counters()
+	} else if base, err = s.cg.counters(); err != nil {
+		return s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
 	}
-	if err != nil {
+	if r := ready.Ready; r != nil && r.Parked {
+		base.MemoryUsage = r.MemoryUsage
+		s.lastCounters = &base
+		return nil
+	}
+	if base.MemoryUsage, err = s.cg.memoryUsage(); err != nil {
 		s.lastCounters = nil
 		return s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
 	}

@@ -193,13 +193,18 @@ func TestDecodeReply(t *testing.T) {
 	if !ok || m.Kind != msgExited || *m.Exit != (exitReport{WaitStatus: 9, WallNs: 1234567}) {
 		t.Fatalf("exited: %v %+v", ok, m)
 	}
-	ready := make([]byte, 8)
+	ready := make([]byte, 16)
 	ready[0] = replyReady
-	if m, ok := decodeReply(ready); !ok || m.Kind != msgReady {
+	if m, ok := decodeReply(ready); !ok || m.Kind != msgReady || *m.Ready != (readyReport{}) {
 		t.Fatalf("ready: %v %+v", ok, m)
 	}
+	ready[1] = readyParked
+	ne.PutUint64(ready[8:], 123456)
+	if m, ok := decodeReply(ready); !ok || m.Kind != msgReady || *m.Ready != (readyReport{Parked: true, MemoryUsage: 123456}) {
+		t.Fatalf("ready, parked: %v %+v", ok, m)
+	}
 	// JSON, a short packet and an unknown tag are not binary replies.
-	for _, b := range [][]byte{[]byte(`{"kind":"ready"}`), exited[:15], append([]byte{0x83}, exited[1:]...), append([]byte{0x84}, ready[1:]...)} {
+	for _, b := range [][]byte{[]byte(`{"kind":"ready"}`), exited[:15], append([]byte{0x85}, exited[1:]...), ready[:8], append([]byte{0x84}, ready[1:]...)} {
 		if _, ok := decodeReply(b); ok {
 			t.Errorf("%q decoded as a binary reply", b)
 		}
@@ -207,8 +212,8 @@ func TestDecodeReply(t *testing.T) {
 }
 
 func TestEncodeReset(t *testing.T) {
-	b := encodeReset(256 << 20)
-	if len(b) != resetPktSize || b[0] != pktReset || binary.NativeEndian.Uint64(b[8:]) != 256<<20 {
+	b := encodeReset(256<<20, SeccompStrict)
+	if len(b) != resetPktSize+len("strict")+1 || b[0] != pktReset || binary.NativeEndian.Uint64(b[8:]) != 256<<20 || string(b[resetPktSize:]) != "strict\x00" {
 		t.Fatalf("reset packet % x", b)
 	}
 }

@@ -162,8 +162,10 @@ void corral_park_drop(struct corral_park *P);
 // parent sends it once it has read the cgroup counters the next process
 // counts from, so the prepared process's setup is that process's.
 #define CORRAL_PKT_PARK 3
-// A reset packet (struct corral_reset_pkt): a fresh writable layer of
-// disk_bytes (corral_reset), answered by a ready reply or an error.
+// A reset packet (struct corral_reset_pkt, then the NUL-terminated name of
+// the seccomp profile to prepare the next process for): a fresh writable
+// layer of disk_bytes (corral_reset), answered by a ready reply or an
+// error.
 #define CORRAL_PKT_RESET 4
 // Binary replies to the parent (errors stay JSON). A spawn is answered
 // by an error, or by the exit of its process.
@@ -175,8 +177,13 @@ struct corral_reset_pkt {
 	int64_t disk_bytes;
 };
 
+// A ready reply. With CORRAL_READY_PARKED in flags the init has prepared
+// the next process (corral_park), after reading the job cgroup's memory
+// usage, memory_usage: the usage that process counts from.
+#define CORRAL_READY_PARKED 1
 struct corral_ready_reply {
-	uint8_t tag, pad[7];
+	uint8_t tag, flags, pad[6];
+	int64_t memory_usage;
 };
 
 struct corral_exited_reply {
@@ -231,6 +238,13 @@ struct corral_loop {
 	// Set by a spawn packet with CORRAL_SPAWN_RESET_AFTER: reset once its
 	// process is done, to layer.disk.
 	int reset_after;
+	// The seccomp profile of the last spawn (its index; -1: none yet): a
+	// reset after a Last process prepares the next process for it.
+	int last_profile;
+	// The job cgroup's memory usage file (v1 memory.usage_in_bytes, v2
+	// memory.current; -1: none). After a reset the init reads it and then
+	// prepares the next process itself, so the parent need not ask.
+	int usage_fd;
 };
 
 // corral_loop_drop_park kills the parked child (before a reset, whose new
