@@ -27,14 +27,14 @@ const (
 
 // message is one packet of the parent↔init protocol.
 type message struct {
-	Kind   string      `json:"kind"`
-	Config *initConfig `json:"config,omitempty"`
-	Put    *putReq     `json:"put,omitempty"`
-	Coll   *collectReq `json:"collect,omitempty"`
-	Files  []fileEntry `json:"files,omitempty"`
-	Exit   *exitReport `json:"exit,omitempty"`
+	Kind   string       `json:"kind"`
+	Config *initConfig  `json:"config,omitempty"`
+	Put    *putReq      `json:"put,omitempty"`
+	Coll   *collectReq  `json:"collect,omitempty"`
+	Files  []fileEntry  `json:"files,omitempty"`
+	Exit   *exitReport  `json:"exit,omitempty"`
 	Ready  *readyReport `json:"-"`
-	Err    *InitError  `json:"err,omitempty"`
+	Err    *InitError   `json:"err,omitempty"`
 }
 
 // initConfig is what the init needs to build the sandbox.
