@@ -370,8 +370,6 @@ func (in *initProc) setLayer() {
 	y.ll_abi = C.int(ll.abi)
 	y.ll_handled_fs, y.ll_scoped = C.uint64_t(ll.handledFS), C.uint64_t(ll.scoped)
 	y.ll_ro, y.ll_rw = C.uint64_t(ll.ro), C.uint64_t(ll.rw)
-	// ll_flags (landlock_restrict_self's) stays 0: landlockConfig asks for
-	// none of go-landlock's logging options.
 }
 
 // Paths under /proc hidden from jobs (runc's defaults).

@@ -93,7 +93,7 @@ static int read_usage(struct corral_loop *L, int64_t *usage) {
 // the prepared process's setup is counted in its own usage) and says so in
 // the reply, which spares the parent a park packet.
 static int reset_layer(struct corral_loop *L, int64_t disk, int prof) {
-	corral_loop_drop_park(L);
+	corral_park_drop(&L->park);
 	const char *step = "reset";
 	int rc = corral_reset(L, disk, &step);
 	if (rc < 0) return send_error(L, step, -rc, NULL);
@@ -221,7 +221,7 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 	// else a new one.
 	struct corral_park *P = &L->park;
 	int parked = P->pid > 0 && P->profile == prof && corral_park_alive(P);
-	if (!parked) corral_loop_drop_park(L);
+	if (!parked) corral_park_drop(&L->park);
 	struct corral_spawn local, *s = parked ? &P->s : &local;
 	if (!parked) {
 		local = L->tmpl;
@@ -308,7 +308,6 @@ static long receive(struct corral_loop *L, int *fds, int *nfds) {
 	return n;
 }
 
-void corral_loop_drop_park(struct corral_loop *L) { corral_park_drop(&L->park); }
 
 // park serves a park packet: it prepares the next job process for the
 // profile it names, unless a job runs or one is prepared already. Nothing

@@ -264,7 +264,9 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	t->mnt_fd = a.mnt_fd;
 	t->ipc_fd = a.ipc_fd;
 	t->landlock_fd = a.landlock_fd;
-	t->landlock_flags = L->layer.ll_flags;
+	// landlock_restrict_self's flags stay 0: landlockConfig asks for none
+	// of go-landlock's logging options.
+	t->landlock_flags = 0;
 	L->root_fd = a.root_fd;
 	return 0;
 }

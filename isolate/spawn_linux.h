@@ -86,7 +86,6 @@ struct corral_layer {
 	// read-write ones (/tmp, /work, /dev).
 	int ll_abi;
 	uint64_t ll_handled_fs, ll_scoped, ll_ro, ll_rw;
-	uint32_t ll_flags;
 	int64_t disk; // the size of a layer made without a reset packet (Config.DiskBytes)
 };
 
@@ -247,11 +246,8 @@ struct corral_loop {
 	int usage_fd;
 };
 
-// corral_loop_drop_park kills the parked child (before a reset, whose new
-// layer it cannot join).
-void corral_loop_drop_park(struct corral_loop *L);
 
-// corral_loop_run serves spawn and kill packets and reaps the running job,
+// corral_loop_run serves spawn, kill, park and reset packets and reaps the running job,
 // reporting exits and errors itself. It returns the length of a
 // packet it leaves to the caller (in buf, fds in fds), 0 when the parent
 // hung up, or -errno.
