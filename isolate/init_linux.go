@@ -75,6 +75,9 @@ func RunInit() {
 	loop.tmpl.mnt_fd = -1
 	loop.tmpl.ipc_fd = -1
 	loop.tmpl.cgroup_fd = -1
+	loop.tmpl.cgns_fd = -1
+	loop.zy_profile = -1
+	loop.zy.cgns_fd = -1
 	loop.root_fd = -1
 	loop.usage_fd = -1
 	loop.last_profile = -1
@@ -241,6 +244,7 @@ func (in *initProc) serve() error {
 	if step, err := in.setup(); err != nil {
 		return in.fail(step, err)
 	}
+	in.startZygote()
 	if err := in.send(&message{Kind: msgReady}); err != nil {
 		return err
 	}
@@ -334,6 +338,55 @@ func (in *initProc) setup() (string, error) {
 		return C.GoString(step), unix.Errno(-rc)
 	}
 	return "", nil
+}
+
+// startZygote starts the default profile's zygote (see spawn_linux.h),
+// whose children share its seccomp filter instead of compiling their own.
+// Without it (no cgroup.procs file to join the job cgroup through, a
+// kernel that refuses) parked children load the filter themselves, as
+// every other child does: slower, the same sandbox.
+func (in *initProc) startZygote() {
+	lp := in.loop
+	prof := -1
+	for i := 0; i < int(lp.nprofiles); i++ {
+		if C.GoString(lp.profile_names[i]) == string(SeccompDefault) {
+			prof = i
+		}
+	}
+	if prof < 0 {
+		return
+	}
+	zy := &lp.zy
+	// The job cgroup's cgroup.procs files: v1's, or v2's in the
+	// directory CLONE_INTO_CGROUP would have used (the filter hides
+	// clone3 from the zygote).
+	n := int(lp.tmpl.nprocs_fds)
+	for i := 0; i < n; i++ {
+		zy.procs_fds[i] = lp.tmpl.procs_fds[i]
+	}
+	if n == 0 && lp.tmpl.cgroup_fd >= 0 {
+		fd, err := unix.Openat(int(lp.tmpl.cgroup_fd), "cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return
+		}
+		zy.procs_fds[0] = C.int(fd)
+		n = 1
+	}
+	if n == 0 {
+		return
+	}
+	zy.nprocs_fds = C.int(n)
+	// Made by a child that joins the cgroup as the zygote's children
+	// will: if it cannot, neither could they.
+	cgns := C.corral_cgroup_ns(&zy.procs_fds[0], C.int(n))
+	if cgns < 0 {
+		return
+	}
+	zy.cgns_fd = cgns
+	if C.corral_zygote_start(zy, lp.profiles[prof]) < 0 {
+		return
+	}
+	lp.zy_profile = C.int(prof)
 }
 
 // setLayer gives the C reset (reset_linux.c) what every writable layer is

@@ -69,6 +69,8 @@ static int park_profile(struct corral_loop *L, int prof) {
 	L->park.s.seccomp_filter = L->profiles[prof];
 	L->park.profile = prof;
 	L->park.late_seccomp = L->late_seccomp[prof];
+	// The zygote's profile: a child of the zygote, under its filter.
+	if (prof == L->zy_profile && corral_zpark_start(&L->zy, &L->park) == 0) return 1;
 	return corral_park_start(&L->park) == 0;
 }
 

@@ -296,3 +296,81 @@ func TestResetPreparesTheNextProcess(t *testing.T) {
 		}
 	}
 }
+
+// TestZygote: the init has a zygote thread under the default profile's
+// filter (see spawn_linux.h) that outlives the jobs its children ran (the
+// init's kill(-1) spares its own thread group), and a job's process, its
+// child, carries that filter and nothing of the zygote's privileges.
+func TestZygote(t *testing.T) {
+	sb := newTestSandbox(t)
+	initPid := sb.cmd.Process.Pid
+	zygote := func() map[string]string {
+		t.Helper()
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", initPid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range tasks {
+			dir := fmt.Sprintf("/proc/%d/task/%s/", initPid, task.Name())
+			comm, err := os.ReadFile(dir + "comm")
+			if err != nil || strings.TrimSpace(string(comm)) != "corral-zygote" {
+				continue
+			}
+			status, err := os.ReadFile(dir + "status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fields := map[string]string{}
+			for _, line := range strings.Split(string(status), "\n") {
+				if k, v, ok := strings.Cut(line, ":"); ok {
+					fields[k] = strings.TrimSpace(v)
+				}
+			}
+			return fields
+		}
+		return nil
+	}
+	z := zygote()
+	if z == nil {
+		t.Fatal("the init has no corral-zygote thread")
+	}
+	for k, want := range map[string]string{"Seccomp": "2", "Seccomp_filters": "1", "NoNewPrivs": "1", "CapBnd": "0000000000000000"} {
+		if z[k] != want {
+			t.Errorf("zygote %s: %q, want %q", k, z[k], want)
+		}
+	}
+	// A process of each kind the zygote makes: prepared at New, after a
+	// step (More), after a Last process's own reset; and a job that
+	// leaves a daemon behind for the init's kill(-1).
+	steps := []Process{
+		{Argv: []string{"sh", "-c", "(sleep 100 &) ; grep -E '^(Seccomp|Uid|CapEff|CapBnd):' /proc/self/status"}, Env: DefaultEnv, More: true},
+		{Argv: []string{"sh", "-c", "grep -E '^(Seccomp|Uid|CapEff|CapBnd):' /proc/self/status"}, Env: DefaultEnv, Last: true},
+		{Argv: []string{"sh", "-c", "grep -E '^(Seccomp|Uid|CapEff|CapBnd):' /proc/self/status"}, Env: DefaultEnv},
+	}
+	var first string
+	for i, p := range steps {
+		r, err := sb.Run(context.Background(), p)
+		if err != nil || r.Status != jobs.StatusOK {
+			t.Fatalf("step %d: %v %+v", i, err, r)
+		}
+		if i == 0 {
+			first = r.Stdout
+			for _, want := range []string{"Seccomp:\t2", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"} {
+				if !strings.Contains(r.Stdout, want) {
+					t.Errorf("job process: want %q in\n%s", want, r.Stdout)
+				}
+			}
+			if strings.Contains(r.Stdout, "Uid:\t0") {
+				t.Errorf("job process runs as root:\n%s", r.Stdout)
+			}
+		} else if r.Stdout != first {
+			t.Errorf("step %d sees\n%s\nwant\n%s", i, r.Stdout, first)
+		}
+		if err := sb.Reset(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if zygote() == nil {
+		t.Fatal("the zygote did not outlive the jobs")
+	}
+}

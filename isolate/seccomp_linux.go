@@ -60,7 +60,10 @@ var seccompAlwaysDenied = []string{
 	"mount", "umount", "umount2",
 	"fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "open_tree_attr", "mount_setattr",
 	"pivot_root", "chroot",
-	// Namespaces (clone's namespace flags are denied by its rule).
+	// Namespaces (clone's namespace flags are denied by its rule). The
+	// default profile lets setns reach the kernel for three namespace
+	// types, where it needs capabilities a job never has
+	// (seccompSetnsTypes).
 	"unshare", "setns",
 	// Kernel keyrings.
 	"keyctl", "add_key", "request_key",
@@ -218,8 +221,14 @@ func seccompRules(p SeccompProfile, arch seccomp.ScmpArch) ([]seccompRule, error
 	if arch == seccomp.ArchS390 || arch == seccomp.ArchS390X {
 		cloneFlags = 1 // s390 swaps clone's first two arguments
 	}
+	denied := seccompAlwaysDenied
+	if p == SeccompDefault {
+		// Its own rules (seccompSetnsRules), which an unconditional
+		// one would override.
+		denied = slices.DeleteFunc(slices.Clone(denied), func(n string) bool { return n == "setns" })
+	}
 	rules := []seccompRule{
-		{names: seccompAlwaysDenied, errno: unix.EPERM},
+		{names: denied, errno: unix.EPERM},
 		// clone3 passes its flags in memory, out of the filter's reach:
 		// ENOSYS makes glibc (2.34+) and others fall back to clone.
 		{names: []string{"clone3"}, errno: unix.ENOSYS},
@@ -233,6 +242,7 @@ func seccompRules(p SeccompProfile, arch seccomp.ScmpArch) ([]seccompRule, error
 	switch p {
 	case SeccompDefault:
 		rules = append(rules, seccompRule{names: seccompDefaultAllowed})
+		rules = append(rules, seccompSetnsRules()...)
 		rules = append(rules, seccompMasked("clone", cloneFlags, seccompNamespaceFlags, 0)...)
 		rules = append(rules, seccompSocketRules()...)
 	case SeccompStrict:
@@ -272,12 +282,57 @@ func seccompRules(p SeccompProfile, arch seccomp.ScmpArch) ([]seccompRule, error
 			continue
 		}
 		for _, name := range r.names {
+			if name == "setns" && len(r.conds) == 1 && slices.Contains(seccompSetnsTypes, r.conds[0].Operand1) {
+				continue // seccompSetnsRules
+			}
 			if slices.Contains(seccompAlwaysDenied, name) {
 				return nil, fmt.Errorf("isolate: seccomp profile %s allows always-denied %s", p, name)
 			}
 		}
 	}
 	return rules, nil
+}
+
+// seccompSetnsTypes are the namespace types for which the default profile
+// lets setns(2) through to the kernel: the job cgroup's cgroup namespace and
+// the writable layer's mount and IPC namespaces, which the children of the
+// sandbox's zygote join under its filter (see spawn_linux.h: the filter is
+// compiled once per sandbox instead of once per job). Joining any of them
+// needs CAP_SYS_ADMIN (and CAP_SYS_CHROOT for a mount namespace), which a
+// job never has: its bounding set is empty, no_new_privs is set and it can
+// make no user namespace (clone's and unshare's namespace flags stay
+// denied). So for a job, setns fails with EPERM in the kernel's capability
+// check instead of in the filter.
+var seccompSetnsTypes = []uint64{unix.CLONE_NEWCGROUP, unix.CLONE_NEWNS, unix.CLONE_NEWIPC}
+
+// seccompSetnsRules allow setns for exactly one type of seccompSetnsTypes
+// (argument 1), and deny explicitly any type (0), the other namespace
+// types and two of those at once (a pidfd's form). Other values get the
+// default action.
+func seccompSetnsRules() []seccompRule {
+	eq := func(v uint64) []seccomp.ScmpCondition {
+		return []seccomp.ScmpCondition{seccompArg(1, seccomp.CompareEqual, v)}
+	}
+	masked := func(m uint64) []seccomp.ScmpCondition {
+		return []seccomp.ScmpCondition{seccompArg(1, seccomp.CompareMaskedEqual, m, m)}
+	}
+	rules := []seccompRule{{names: []string{"setns"}, errno: unix.EPERM, conds: eq(0)}}
+	allowed := uint64(0)
+	for _, t := range seccompSetnsTypes {
+		rules = append(rules, seccompRule{names: []string{"setns"}, conds: eq(t)})
+		allowed |= t
+	}
+	for bit := uint64(1); bit <= seccompNamespaceFlags; bit <<= 1 {
+		if seccompNamespaceFlags&bit != 0 && allowed&bit == 0 {
+			rules = append(rules, seccompRule{names: []string{"setns"}, errno: unix.EPERM, conds: masked(bit)})
+		}
+	}
+	for i, a := range seccompSetnsTypes {
+		for _, b := range seccompSetnsTypes[i+1:] {
+			rules = append(rules, seccompRule{names: []string{"setns"}, errno: unix.EPERM, conds: masked(a | b)})
+		}
+	}
+	return rules
 }
 
 // seccompSocketFamilies are the socket families the default profile allows;

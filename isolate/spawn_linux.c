@@ -77,30 +77,38 @@ static int into_cgroup_unavailable;
 
 static int clone3_unavailable;
 
-// clone3_run is clone(2) for clone3, which glibc does not wrap: the child
-// starts on args->stack right after the syscall instruction, so the call of
-// fn and the exit are in the same assembly. Returns the pid or -errno.
-static long clone3_run(struct corral_clone_args *args, size_t size, int (*fn)(void *), void *arg) {
+// clone_call makes system call nr, clone or clone3, with arguments a1-a5:
+// the child starts on its new stack right after the syscall instruction,
+// so the call of fn(arg) and the exit are in the same assembly. Returns
+// the pid or -errno, and touches no errno.
+static long clone_call(long nr, long a1, long a2, long a3, long a4, long a5, int (*fn)(void *), void *arg) {
 	long ret;
-	register long r10 __asm__("r10") = (long)fn;
-	register long r8 __asm__("r8") = (long)arg;
+	register long r10 __asm__("r10") = a4;
+	register long r8 __asm__("r8") = a5;
+	register long r9 __asm__("r9") = (long)fn;
+	register long r12 __asm__("r12") = (long)arg;
 	__asm__ volatile(
 	    "syscall\n\t"
 	    "test %%rax, %%rax\n\t"
 	    "jnz 1f\n\t"
 	    // The child: a fresh frame on its own stack, fn(arg), exit.
 	    "xor %%ebp, %%ebp\n\t"
-	    "mov %%r8, %%rdi\n\t"
-	    "call *%%r10\n\t"
+	    "mov %%r12, %%rdi\n\t"
+	    "call *%%r9\n\t"
 	    "mov %%eax, %%edi\n\t"
 	    "mov %[exit], %%eax\n\t"
 	    "syscall\n\t"
 	    "hlt\n\t"
 	    "1:\n\t"
 	    : "=a"(ret)
-	    : "a"((long)SYS_clone3), "D"(args), "S"(size), "r"(r10), "r"(r8), [exit] "i"(SYS_exit)
+	    : "a"(nr), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9), "r"(r12), [exit] "i"(SYS_exit)
 	    : "rcx", "r11", "memory");
 	return ret;
+}
+
+// clone3_run is clone(2) for clone3, which glibc does not wrap.
+static long clone3_run(struct corral_clone_args *args, size_t size, int (*fn)(void *), void *arg) {
+	return clone_call(SYS_clone3, (long)args, (long)size, 0, 0, 0, fn, arg);
 }
 #endif
 
@@ -203,7 +211,12 @@ static int priv_setup(struct corral_spawn *s) {
 	for (int i = 0; !s->in_cgroup && i < s->nprocs_fds; i++)
 		if (syscall(SYS_write, s->procs_fds[i], "0", 1) < 0)
 			return fail(s, CORRAL_STEP_CGROUP, errno);
-	if ((s->in_cgroup || s->nprocs_fds > 0) && syscall(SYS_unshare, CLONE_NEWCGROUP) < 0)
+	// A cgroup namespace rooted at the job cgroup: the one made for the
+	// zygote's children (their filter allows setns, not unshare), else a
+	// new one.
+	if (s->cgns_fd >= 0) {
+		if (syscall(SYS_setns, s->cgns_fd, CLONE_NEWCGROUP) < 0) return fail(s, CORRAL_STEP_CGROUPNS, errno);
+	} else if ((s->in_cgroup || s->nprocs_fds > 0) && syscall(SYS_unshare, CLONE_NEWCGROUP) < 0)
 		return fail(s, CORRAL_STEP_CGROUPNS, errno);
 
 	// Join the writable layer's mount namespace, whose root is the job
@@ -299,7 +312,8 @@ static int park_child(void *arg) {
 	struct corral_park *P = arg;
 	struct corral_spawn *s = &P->s;
 	priv_setup(s);
-	if (!P->late_seccomp) load_seccomp(s);
+	// A child of the zygote runs under the zygote's filter already.
+	if (!P->late_seccomp && !P->inherited) load_seccomp(s);
 	for (;;) {
 		uint32_t g = __atomic_load_n(&P->go, __ATOMIC_ACQUIRE);
 		if (g == CORRAL_PARK_GO) break;
@@ -464,6 +478,7 @@ int corral_park_start(struct corral_park *P) {
 	if (P->wake[0] <= 0 && syscall(SYS_pipe2, P->wake, O_CLOEXEC) < 0) return -errno;
 	P->go = CORRAL_PARK_WAIT;
 	P->tid = 0;
+	P->inherited = 0;
 	long pid = clone_child(CLONE_VM | CLONE_FILES, park_stack, park_child, P, &P->tid, &P->s);
 	if (pid < 0) return (int)pid;
 	P->pid = (int)pid;
@@ -505,3 +520,183 @@ void corral_park_drop(struct corral_park *P) {
 	P->pid = 0;
 }
 
+
+// --- The zygote (see spawn_linux.h) ---
+
+static void futex_wait_u32(uint32_t *w, uint32_t v) {
+	syscall(SYS_futex, w, FUTEX_WAIT, v, NULL, NULL, 0);
+}
+
+static void futex_wake_u32(uint32_t *w) {
+	syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+struct cgns_args {
+	const int *fds;
+	int n, fd, err;
+};
+
+static int cgns_child(void *arg) {
+	struct cgns_args *a = arg;
+	for (int i = 0; i < a->n; i++) {
+		if (syscall(SYS_write, a->fds[i], "0", 1) < 0) {
+			a->err = errno;
+			syscall(SYS_exit, 0);
+		}
+	}
+	if (syscall(SYS_unshare, CLONE_NEWCGROUP) < 0) {
+		a->err = errno;
+		syscall(SYS_exit, 0);
+	}
+	a->fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/cgroup", O_RDONLY | O_CLOEXEC);
+	if (a->fd < 0) a->err = errno;
+	syscall(SYS_exit, 0);
+	return 0;
+}
+
+int corral_cgroup_ns(const int *procs_fds, int n) {
+	if (n <= 0) return -EINVAL;
+	int rc = map_stack(&child_stack);
+	if (rc < 0) return rc;
+	struct cgns_args a = {procs_fds, n, -1, 0};
+	struct corral_spawn s;
+	memset(&s, 0, sizeof(s));
+	s.cgroup_fd = -1;
+	long pid = clone_raw(CLONE_VM | CLONE_VFORK | CLONE_FILES, child_stack, cgns_child, &a, NULL, &s);
+	if (pid < 0) return (int)pid;
+	int status;
+	while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {}
+	if (a.err) {
+		if (a.fd >= 0) close(a.fd);
+		return -a.err;
+	}
+	return a.fd;
+}
+
+#if defined(__x86_64__)
+// The zygote thread shares the thread pointer (and so errno) of the
+// init's thread that made it: it uses raw system calls, which report
+// -errno and touch no memory of their own.
+static inline long zsys(long n, long a, long b, long c, long d, long e) {
+	long ret;
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+	__asm__ volatile("syscall"
+	                 : "=a"(ret)
+	                 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+	                 : "rcx", "r11", "memory");
+	return ret;
+}
+
+// zclone is clone(2) with flags, a new stack and the tid words, running
+// fn(arg) in the child.
+static long zclone(unsigned long flags, char *stack_top, int32_t *tid, int (*fn)(void *), void *arg) {
+	return clone_call(SYS_clone, (long)flags, (long)stack_top, (long)tid, (long)tid, 0, fn, arg);
+}
+
+static void zdone(struct corral_zygote *Z) {
+	__atomic_store_n(&Z->done, 1, __ATOMIC_RELEASE);
+	zsys(SYS_futex, (long)&Z->done, FUTEX_WAKE, 1, 0, 0);
+}
+
+// zygote_main is the zygote thread: every signal blocked (inherited from
+// corral_zygote_start), an empty bounding set and no_new_privs for its
+// children, its filter, then requests until the init ends.
+static int zygote_main(void *arg) {
+	struct corral_zygote *Z = arg;
+	for (int cap = 0; cap <= 63; cap++) zsys(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
+	zsys(SYS_prctl, PR_SET_NAME, (long)"corral-zygote", 0, 0, 0);
+	long rc = zsys(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	if (rc >= 0) rc = zsys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, (long)Z->filter, 0, 0);
+	if (rc < 0) {
+		Z->err = (int)-rc;
+		zdone(Z);
+		return 0;
+	}
+	zdone(Z);
+	for (;;) {
+		uint32_t r = __atomic_load_n(&Z->req, __ATOMIC_ACQUIRE);
+		if (r == CORRAL_ZY_IDLE) {
+			zsys(SYS_futex, (long)&Z->req, FUTEX_WAIT, CORRAL_ZY_IDLE, 0, 0);
+			continue;
+		}
+		if (r != CORRAL_ZY_PARK) return 0;
+		struct corral_park *P = Z->P;
+		// Like corral_park_start's child: the init's memory and fd
+		// table, no exit signal, the tid word for its exec.
+		Z->result = zclone(CLONE_VM | CLONE_FILES | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID,
+		                   Z->child_stack + STACK_SIZE, &P->tid, park_child, P);
+		__atomic_store_n(&Z->req, CORRAL_ZY_IDLE, __ATOMIC_RELAXED);
+		zdone(Z);
+	}
+}
+
+int corral_zygote_start(struct corral_zygote *Z, const void *filter) {
+	int rc = map_stack(&Z->stack);
+	if (rc == 0) rc = map_stack(&Z->child_stack);
+	if (rc < 0) return rc;
+	Z->filter = filter;
+	Z->req = CORRAL_ZY_IDLE;
+	Z->done = 0;
+	Z->err = 0;
+	Z->tid = 0;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	long tid = zclone(CLONE_VM | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_PARENT_SETTID |
+	                      CLONE_CHILD_CLEARTID,
+	                  Z->stack + STACK_SIZE, &Z->tid, zygote_main, Z);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (tid < 0) return (int)tid;
+	while (!__atomic_load_n(&Z->done, __ATOMIC_ACQUIRE)) futex_wait_u32(&Z->done, 0);
+	if (Z->err) {
+		// It ended: wait for the kernel to clear its tid.
+		for (int32_t t; (t = __atomic_load_n(&Z->tid, __ATOMIC_ACQUIRE)) != 0;)
+			syscall(SYS_futex, &Z->tid, FUTEX_WAIT, t, NULL, NULL, 0);
+		return -Z->err;
+	}
+	return 0;
+}
+
+int corral_zpark_start(struct corral_zygote *Z, struct corral_park *P) {
+	if (__atomic_load_n(&Z->tid, __ATOMIC_ACQUIRE) == 0) return -ESRCH;
+	if (P->wake[0] <= 0 && syscall(SYS_pipe2, P->wake, O_CLOEXEC) < 0) return -errno;
+	struct corral_spawn *s = &P->s;
+	// The zygote's children: no CLONE_INTO_CGROUP (the filter hides
+	// clone3), the job cgroup through its cgroup.procs files and
+	// namespace; its bounding set is empty; the Go handlers it shares
+	// with the init go back to default in the child.
+	memcpy(s->procs_fds, Z->procs_fds, sizeof(s->procs_fds));
+	s->nprocs_fds = Z->nprocs_fds;
+	s->cgroup_fd = -1;
+	s->in_cgroup = 0;
+	s->cgns_fd = Z->cgns_fd;
+	s->sighand_cleared = 0;
+	s->bset_empty = 1;
+	s->err_step = 0;
+	s->err_no = 0;
+	P->go = CORRAL_PARK_WAIT;
+	P->tid = 0;
+	P->inherited = 1;
+	Z->P = P;
+	Z->done = 0;
+	__atomic_store_n(&Z->req, CORRAL_ZY_PARK, __ATOMIC_RELEASE);
+	futex_wake_u32(&Z->req);
+	while (!__atomic_load_n(&Z->done, __ATOMIC_ACQUIRE)) futex_wait_u32(&Z->done, 0);
+	if (Z->result < 0) return (int)Z->result;
+	P->pid = (int)Z->result;
+	return 0;
+}
+#else
+int corral_zygote_start(struct corral_zygote *Z, const void *filter) {
+	(void)Z;
+	(void)filter;
+	return -ENOSYS;
+}
+
+int corral_zpark_start(struct corral_zygote *Z, struct corral_park *P) {
+	(void)Z;
+	(void)P;
+	return -ENOSYS;
+}
+#endif

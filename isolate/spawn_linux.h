@@ -45,6 +45,7 @@ struct corral_spawn {
 	int procs_fds[CORRAL_MAX_PROCS_FDS]; // cgroup.procs files of the job cgroup
 	int nprocs_fds;
 	int cgroup_fd;  // the job cgroup's v2 directory for CLONE_INTO_CGROUP, -1: none (v1)
+	int cgns_fd;    // a cgroup namespace rooted at the job cgroup to join, -1: unshare one
 	int in_cgroup;  // set for the child: clone3 made it in the job cgroup
 	struct corral_rlimit rlimits[CORRAL_NRLIMITS];
 	int nrlimits;
@@ -129,6 +130,7 @@ struct corral_park {
 	int pid;     // 0: none
 	int profile; // the index of its seccomp program in the loop's profiles
 	int late_seccomp; // load the filter after the request's part, not before the wait
+	int inherited;    // made by the zygote: its filter is the zygote's, not loaded
 	int wake[2]; // a pipe: go is announced by a byte on it
 };
 
@@ -142,6 +144,50 @@ int corral_park_alive(struct corral_park *P);
 int corral_park_go(struct corral_park *P);
 // corral_park_drop kills and reaps the parked child, if any.
 void corral_park_drop(struct corral_park *P);
+
+// The zygote: a thread of the init (a raw clone, unknown to the Go
+// runtime; every signal blocked) that loads one profile's seccomp filter
+// once and clones that profile's parked children, which inherit the
+// filter instead of loading their own. Each load compiles the program
+// (the JIT, whose image goes in and out of executable memory through
+// text_poke) and each exit frees it: 0.2-0.3 ms per job on a VM. The
+// zygote stays in the init's namespaces and cgroup: its children join the
+// job cgroup (its cgroup.procs files), the job's cgroup namespace
+// (cgns_fd) and the layer's mount and IPC namespaces with setns, which the
+// profile allows for those three namespace types only (and which needs
+// CAP_SYS_ADMIN, gone before exec). kill(-1) spares it: it is in the
+// init's thread group.
+#define CORRAL_ZY_IDLE 0
+#define CORRAL_ZY_PARK 1
+struct corral_zygote {
+	uint32_t req;   // futex word: CORRAL_ZY_*, set by the init
+	uint32_t done;  // futex word: 1 once a request is served
+	struct corral_park *P;
+	long result;    // the parked child's pid, or -errno
+	int32_t tid;    // the zygote thread; the kernel clears it when it ends
+	int err;        // why its setup failed (it then ends)
+	const void *filter; // struct sock_fprog*
+	char *stack;        // the zygote's own stack
+	char *child_stack;  // its children's (one at a time)
+	// What its children join the job cgroup with: the cgroup.procs files
+	// and a cgroup namespace rooted there.
+	int procs_fds[CORRAL_MAX_PROCS_FDS];
+	int nprocs_fds;
+	int cgns_fd;
+};
+
+// corral_zygote_start starts the zygote for filter, with Z's cgroup
+// fields set. Returns 0 or -errno (no zygote then: parked children load
+// their own filter).
+int corral_zygote_start(struct corral_zygote *Z, const void *filter);
+// corral_zpark_start has the zygote clone a parked child for P->s (the
+// job cgroup fields come from Z). Returns 0 or -errno.
+int corral_zpark_start(struct corral_zygote *Z, struct corral_park *P);
+// corral_cgroup_ns makes a cgroup namespace rooted at the job cgroup: a
+// short-lived child joins the cgroup through the n cgroup.procs files in
+// procs_fds, as the zygote's children will, unshares one and opens it.
+// Returns its fd or -errno.
+int corral_cgroup_ns(const int *procs_fds, int n);
 
 // --- The init's job path in C (loop_linux.c) ---
 
@@ -229,6 +275,10 @@ struct corral_loop {
 	// filter is loaded after the request's part, on the job's path.
 	struct corral_park park;
 	unsigned char late_seccomp[CORRAL_MAX_PROFILES];
+	// The zygote of profile zy_profile (-1: none), which clones that
+	// profile's parked children.
+	struct corral_zygote zy;
+	int zy_profile;
 	// How a reset builds the next writable layer, and the current one's
 	// job root (O_PATH; the init's own mount namespace does not hold it),
 	// through which the init writes and collects the job's files.
