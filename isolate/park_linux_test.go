@@ -374,3 +374,33 @@ func TestZygote(t *testing.T) {
 		t.Fatal("the zygote did not outlive the jobs")
 	}
 }
+
+// TestOutputPipesPrepared: New and each Reset make the next process's
+// output pipes ahead of its Run, which takes them; each process gets its
+// own, owned by the job's uid (its /dev/stdout reopens).
+func TestOutputPipesPrepared(t *testing.T) {
+	sb := newTestSandbox(t)
+	for i := 0; i < 3; i++ {
+		if sb.pipes == nil {
+			t.Fatalf("round %d: no output pipes prepared", i)
+		}
+		prepared := sb.pipes
+		p := Process{Argv: []string{"sh", "-c", fmt.Sprintf("echo out %d > /dev/stdout; echo err %d >&2", i, i)}, Env: DefaultEnv, Last: true}
+		r, err := sb.Run(context.Background(), p)
+		if err != nil || r.Status != jobs.StatusOK {
+			t.Fatalf("round %d: %v %+v", i, err, r)
+		}
+		if r.Stdout != fmt.Sprintf("out %d\n", i) || r.Stderr != fmt.Sprintf("err %d\n", i) {
+			t.Errorf("round %d: stdout %q stderr %q", i, r.Stdout, r.Stderr)
+		}
+		if sb.pipes != nil {
+			t.Errorf("round %d: Run left the prepared pipes", i)
+		}
+		if err := sb.Reset(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if sb.pipes == prepared {
+			t.Errorf("round %d: the next process got the same pipes", i)
+		}
+	}
+}

@@ -45,9 +45,12 @@ type Sandbox struct {
 	// emptyStdin is the stdin of every process given none: a sealed,
 	// empty, read-only memfd made once (-1: not yet).
 	emptyStdin int
-	broken     error // set when the init is gone or out of step
-	done       chan struct{}
-	closed     bool
+	// pipes are the next process's output pipes, made after a reset
+	// (nil: Run makes them).
+	pipes  *outputPipes
+	broken error // set when the init is gone or out of step
+	done   chan struct{}
+	closed bool
 }
 
 // New starts a sandbox: its cgroup, its init and the init's mounts. The cost
@@ -187,6 +190,7 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 	if err := s.prepare(base); err != nil {
 		return nil, err
 	}
+	s.preparePipes()
 	return s, nil
 }
 
@@ -382,13 +386,18 @@ func (s *Sandbox) Reset(ctx context.Context, diskBytes int64) error {
 	if r := ready.Ready; r != nil && r.Parked {
 		base.MemoryUsage = r.MemoryUsage
 		s.lastCounters = &base
+		s.preparePipes()
 		return nil
 	}
 	if base.MemoryUsage, err = s.cg.memoryUsage(); err != nil {
 		s.lastCounters = nil
 		return s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
 	}
-	return s.prepare(base)
+	if err := s.prepare(base); err != nil {
+		return err
+	}
+	s.preparePipes()
+	return nil
 }
 
 // Close kills everything in the sandbox and removes its cgroup and stage
@@ -408,6 +417,10 @@ func (s *Sandbox) Close() error {
 	if s.emptyStdin >= 0 {
 		unix.Close(s.emptyStdin)
 		s.emptyStdin = -1
+	}
+	if s.pipes != nil {
+		s.pipes.close()
+		s.pipes = nil
 	}
 	if s.cmd != nil && s.cmd.Process != nil {
 		select {
