@@ -404,3 +404,27 @@ func TestOutputPipesPrepared(t *testing.T) {
 		}
 	}
 }
+
+// TestSpentPipesBounded: the read ends of used output pipes wait for the
+// next reset to be closed, at most 16 of them.
+func TestSpentPipesBounded(t *testing.T) {
+	sb := newTestSandbox(t)
+	for i := 0; i < 20; i++ {
+		r, err := sb.Run(context.Background(), Process{Argv: []string{"true"}, Env: DefaultEnv})
+		if err != nil || r.Status != jobs.StatusOK {
+			t.Fatalf("run %d: %v %+v", i, err, r)
+		}
+		if len(sb.spent) > 16 {
+			t.Fatalf("run %d: %d spent pipes held", i, len(sb.spent))
+		}
+	}
+	if len(sb.spent) == 0 {
+		t.Fatal("no spent pipes held after the runs")
+	}
+	if err := sb.Reset(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(sb.spent) != 0 {
+		t.Errorf("%d spent pipes after a reset", len(sb.spent))
+	}
+}

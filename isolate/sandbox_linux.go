@@ -46,8 +46,10 @@ type Sandbox struct {
 	// empty, read-only memfd made once (-1: not yet).
 	emptyStdin int
 	// pipes are the next process's output pipes, made after a reset
-	// (nil: Run makes them).
+	// (nil: Run makes them); spent, the read ends of those used since,
+	// closed at the next reset.
 	pipes  *outputPipes
+	spent  []*os.File
 	broken error // set when the init is gone or out of step
 	done   chan struct{}
 	closed bool
@@ -422,6 +424,7 @@ func (s *Sandbox) Close() error {
 		s.pipes.close()
 		s.pipes = nil
 	}
+	s.closeSpent()
 	if s.cmd != nil && s.cmd.Process != nil {
 		select {
 		case <-s.done:
