@@ -537,6 +537,44 @@ func (c *cgroup) counters() (cgroupCounters, error) {
 	return n, nil
 }
 
+// counterFiles returns the counter files and what the init reads from each
+// (counterSpec), so that it reads counters() itself when a process ends:
+// the same files, parsed the same way.
+func (c *cgroup) counterFiles() ([]*os.File, []counterSpec) {
+	var files []*os.File
+	var specs []counterSpec
+	add := func(f *os.File, field int, key string, scale int64) {
+		if f == nil {
+			return
+		}
+		i := slices.Index(files, f)
+		if i < 0 {
+			i = len(files)
+			files = append(files, f)
+		}
+		specs = append(specs, counterSpec{Field: field, File: i, Key: key, Scale: scale})
+	}
+	if c.version == 1 {
+		add(c.cpuUsage, ctrCPU, "", 1)
+		if c.cpuUser != nil {
+			add(c.cpuUser, ctrUser, "", 1)
+			add(c.cpuSys, ctrSys, "", 1)
+		} else {
+			add(c.cpuStat, ctrUser, "user", 1e9/userHZ)
+			add(c.cpuStat, ctrSys, "system", 1e9/userHZ)
+		}
+	} else {
+		add(c.cpuStat, ctrCPU, "usage_usec", 1000)
+		add(c.cpuStat, ctrUser, "user_usec", 1000)
+		add(c.cpuStat, ctrSys, "system_usec", 1000)
+	}
+	add(c.peak, ctrMemoryPeak, "", 1)
+	add(c.usage, ctrMemoryUsage, "", 1)
+	add(c.oom, ctrOOMKills, "oom_kill", 1)
+	add(c.pidsEvents, ctrPidsMax, "max", 1)
+	return files, specs
+}
+
 // memoryUsage reads only the memory charged to the cgroup now.
 func (c *cgroup) memoryUsage() (int64, error) {
 	c.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,6 +109,10 @@ func TestCgroupV2Fake(t *testing.T) {
 	want := cgroupCounters{CPUNs: 1500000, UserNs: 1000000, SysNs: 500000, MemoryPeak: 1 << 20, MemoryUsage: 1 << 19, OOMKills: 1, PidsMax: 7}
 	if n != want {
 		t.Errorf("counters() = %+v, want %+v", n, want)
+	}
+	// The init reads the same counters from the same files (C).
+	if got, err := readCounters(c.counterFiles()); err != nil || got != want {
+		t.Errorf("the init's read = %+v, %v; want %+v", got, err, want)
 	}
 
 	// Lifting every limit writes the "unlimited" values; swap stays off.
@@ -610,6 +615,10 @@ func TestCgroupCounters(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("after the job: %+v", n1)
+	// The init's reader (C) on the same files agrees, cpuacct included.
+	if got, err := readCounters(c.counterFiles()); err != nil || got != n1 {
+		t.Errorf("the init's read = %+v, %v; want %+v", got, err, n1)
+	}
 	if n1.CPUNs <= 0 {
 		t.Errorf("CPUNs = %d, want > 0", n1.CPUNs)
 	}
@@ -775,4 +784,52 @@ func BenchmarkCgroupCreateDestroy(b *testing.B) {
 		}
 	}
 	_ = removeCgroupParent(testCgroupParent + "/bench")
+}
+
+// TestReadCountersC covers the init's counter reader on files laid out like
+// cgroup files: a plain number, "max", keys (one missing), a scale, and a
+// file it cannot parse.
+func TestReadCountersC(t *testing.T) {
+	dir := t.TempDir()
+	open := func(name, content string) *os.File {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	files := []*os.File{
+		open("cpuacct.usage", "123456789\n"),
+		open("cpuacct.stat", "user 5\nsystem 7\n"),
+		open("memory.max_usage_in_bytes", "max\n"),
+		open("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+		open("pids.events", "max.imposed 9\n"),
+	}
+	specs := []counterSpec{
+		{Field: ctrCPU, File: 0, Scale: 1},
+		{Field: ctrUser, File: 1, Key: "user", Scale: 1e9 / userHZ},
+		{Field: ctrSys, File: 1, Key: "system", Scale: 1e9 / userHZ},
+		{Field: ctrMemoryPeak, File: 2, Scale: 1},
+		{Field: ctrOOMKills, File: 3, Key: "oom_kill", Scale: 1},
+		{Field: ctrPidsMax, File: 4, Key: "max", Scale: 1}, // only "max.imposed": absent
+	}
+	got, err := readCounters(files, specs)
+	want := cgroupCounters{CPUNs: 123456789, UserNs: 5e7, SysNs: 7e7, MemoryPeak: math.MaxInt64, OOMKills: 2}
+	if err != nil || got != want {
+		t.Errorf("readCounters = %+v, %v; want %+v", got, err, want)
+	}
+	bad := []*os.File{open("bad", "x\n")}
+	if _, err := readCounters(bad, []counterSpec{{Field: ctrCPU, File: 0, Scale: 1}}); err == nil {
+		t.Error("a file without a number read without an error")
+	}
+	empty := []*os.File{open("empty", "")}
+	if _, err := readCounters(empty, []counterSpec{{Field: ctrCPU, File: 0, Scale: 1}}); err == nil {
+		t.Error("an empty file read without an error")
+	}
 }

@@ -35,8 +35,9 @@
 //	  |                                         |  or clone(CLONE_VM|CLONE_VFORK)
 //	  | <-- error{step,errno} (never started) - |
 //	  | --- kill (wall limit, output cap) ----> |  kill(-1, SIGKILL)
-//	  | <-- exited{status,wall} --------------- |  main process gone, rest
-//	  |                                         |  killed, all reaped
+//	  | <-- exited{status,wall,counters} ------ |  main process gone, rest
+//	  |                                         |  killed, all reaped; the job
+//	  |                                         |  cgroup's counters read
 //	  | <-- ready{parked,usage} | error ------- |  after a Last spawn: the reset
 //	  |                                         |  at once, then the next process
 //	  | --- reset packet {disk_bytes,profile} > |  new tmpfs upper and overlay,

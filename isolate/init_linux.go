@@ -12,6 +12,7 @@ import "C"
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,7 +28,7 @@ import (
 const (
 	initExeFd    = 3 // the sealed copy of the binary it was executed from
 	initSockFd   = 4 // the control socket
-	initProcsFd0 = 5 // the job cgroup's cgroup.procs files, ProcsFiles of them, then its v2 directory (CgroupDir), then its memory usage file (UsageFile)
+	initProcsFd0 = 5 // the job cgroup's cgroup.procs files, ProcsFiles of them, then its v2 directory (CgroupDir), then its memory usage file (UsageFile), then its counter files (CounterFiles)
 )
 
 // Stage paths, after the init has pivoted into the stage.
@@ -96,8 +97,12 @@ const _ = uint(C.CORRAL_NRLIMITS - maxRlimits)
 const _ = uint(maxRlimits - C.CORRAL_NRLIMITS)
 
 // The C loop's binary replies are the ones the parent decodes.
-const _ = uint(unsafe.Sizeof(C.struct_corral_exited_reply{}) - 16)
-const _ = uint(16 - unsafe.Sizeof(C.struct_corral_exited_reply{}))
+const _ = uint(unsafe.Sizeof(C.struct_corral_exited_reply{}) - exitedReplySize)
+const _ = uint(exitedReplySize - unsafe.Sizeof(C.struct_corral_exited_reply{}))
+const _ = uint(C.CORRAL_NCOUNTERS - nCounters)
+const _ = uint(nCounters - C.CORRAL_NCOUNTERS)
+const _ = uint(C.CORRAL_EXITED_COUNTERS - exitedCounters)
+const _ = uint(exitedCounters - C.CORRAL_EXITED_COUNTERS)
 const _ = uint(C.CORRAL_REPLY_EXITED - replyExited)
 const _ = uint(replyExited - C.CORRAL_REPLY_EXITED)
 const _ = uint(C.CORRAL_REPLY_READY - replyReady)
@@ -238,6 +243,10 @@ func (in *initProc) serve() error {
 	}
 	if in.cfg.UsageFile {
 		lp.usage_fd = C.int(next)
+		next++
+	}
+	if err := in.setCounters(next); err != nil {
+		return err
 	}
 	lp.tmpl.uid = C.uint32_t(in.cfg.UID)
 	lp.tmpl.gid = C.uint32_t(in.cfg.GID)
@@ -338,6 +347,57 @@ func (in *initProc) setup() (string, error) {
 		return C.GoString(step), unix.Errno(-rc)
 	}
 	return "", nil
+}
+
+// setCounters gives the C loop the counters it reads for each exited reply
+// (the config's, from its counter files, fd first on). A spec it cannot
+// take is a protocol error.
+func (in *initProc) setCounters(first int) error {
+	lp := in.loop
+	if len(in.cfg.Counters) > len(lp.ctr) {
+		return fmt.Errorf("%d counters, at most %d", len(in.cfg.Counters), len(lp.ctr))
+	}
+	for i, c := range in.cfg.Counters {
+		if c.Field < 0 || c.Field >= nCounters || c.File < 0 || c.File >= in.cfg.CounterFiles ||
+			len(c.Key) >= len(lp.ctr[i].key) || c.Scale <= 0 {
+			return fmt.Errorf("bad counter %+v", c)
+		}
+		ct := &lp.ctr[i]
+		ct.field = C.int(c.Field)
+		ct.fd = C.int(first + c.File)
+		for j := 0; j < len(c.Key); j++ {
+			ct.key[j] = C.char(c.Key[j])
+		}
+		ct.key[len(c.Key)] = 0
+		ct.scale = C.int64_t(c.Scale)
+	}
+	lp.nctr = C.int(len(in.cfg.Counters))
+	return nil
+}
+
+// readCounters reads specs from files as the init does for an exited reply
+// (corral_read_counters). The init's own path is C; this lets the tests
+// hold it against cgroup.counters on the same files.
+func readCounters(files []*os.File, specs []counterSpec) (cgroupCounters, error) {
+	var cs [C.CORRAL_MAX_COUNTERS]C.struct_corral_counter
+	if len(specs) > len(cs) {
+		return cgroupCounters{}, fmt.Errorf("%d counters, at most %d", len(specs), len(cs))
+	}
+	for i, sp := range specs {
+		cs[i].field = C.int(sp.Field)
+		cs[i].fd = C.int(files[sp.File].Fd())
+		for j := 0; j < len(sp.Key); j++ {
+			cs[i].key[j] = C.char(sp.Key[j])
+		}
+		cs[i].scale = C.int64_t(sp.Scale)
+	}
+	var out [nCounters]C.int64_t
+	if C.corral_read_counters(&cs[0], C.int(len(specs)), &out[0]) != 0 {
+		return cgroupCounters{}, errors.New("corral_read_counters failed")
+	}
+	return cgroupCounters{CPUNs: int64(out[ctrCPU]), UserNs: int64(out[ctrUser]), SysNs: int64(out[ctrSys]),
+		MemoryPeak: int64(out[ctrMemoryPeak]), MemoryUsage: int64(out[ctrMemoryUsage]),
+		OOMKills: int64(out[ctrOOMKills]), PidsMax: int64(out[ctrPidsMax])}, nil
 }
 
 // startZygote starts the default profile's zygote (see spawn_linux.h),

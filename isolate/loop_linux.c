@@ -74,6 +74,49 @@ static int park_profile(struct corral_loop *L, int prof) {
 	return corral_park_start(&L->park) == 0;
 }
 
+int corral_read_counters(const struct corral_counter *c, int n, int64_t *out) {
+	char buf[4096];
+	int have = -1; // the fd whose content is in buf
+	ssize_t len = 0;
+	memset(out, 0, sizeof(int64_t) * CORRAL_NCOUNTERS);
+	for (int i = 0; i < n; i++) {
+		if (c[i].field < 0 || c[i].field >= CORRAL_NCOUNTERS) return -1;
+		if (c[i].fd != have) {
+			// A cgroup file regenerates its content on a read at 0.
+			len = pread(c[i].fd, buf, sizeof(buf) - 1, 0);
+			if (len <= 0 || len == (ssize_t)sizeof(buf) - 1) return -1;
+			buf[len] = 0;
+			have = c[i].fd;
+		}
+		const char *p = buf;
+		if (c[i].key[0]) {
+			size_t k = strlen(c[i].key);
+			p = NULL;
+			for (const char *line = buf; line && *line;) {
+				if (strncmp(line, c[i].key, k) == 0 && line[k] == ' ') {
+					p = line + k + 1;
+					break;
+				}
+				line = strchr(line, '\n');
+				if (line) line++;
+			}
+			if (!p) continue; // absent: 0
+		}
+		while (*p == ' ') p++;
+		int64_t v;
+		if (strncmp(p, "max", 3) == 0) v = INT64_MAX;
+		else {
+			char *end;
+			errno = 0;
+			unsigned long long u = strtoull(p, &end, 10);
+			if (end == p || errno) return -1;
+			v = u > INT64_MAX ? INT64_MAX : (int64_t)u;
+		}
+		out[c[i].field] = v == INT64_MAX ? v : v * c[i].scale;
+	}
+	return 0;
+}
+
 // read_usage reads the job cgroup's memory usage: 0, or -1 when it cannot.
 static int read_usage(struct corral_loop *L, int64_t *usage) {
 	char b[32];
@@ -128,7 +171,15 @@ static int finish(struct corral_loop *L, int status, int64_t wall_ns) {
 	if (L->pidfd >= 0) close(L->pidfd);
 	L->pid = 0;
 	L->pidfd = -1;
-	struct corral_exited_reply r = {CORRAL_REPLY_EXITED, {0}, (uint32_t)status, wall_ns};
+	struct corral_exited_reply r;
+	memset(&r, 0, sizeof(r));
+	r.tag = CORRAL_REPLY_EXITED;
+	r.wait_status = (uint32_t)status;
+	r.wall_ns = wall_ns;
+	// The job's counters, now that nothing of it runs and before a reset
+	// frees its memory: in C, cheaper than the parent's reads after the
+	// reply.
+	if (L->nctr > 0 && corral_read_counters(L->ctr, L->nctr, r.counters) == 0) r.flags = CORRAL_EXITED_COUNTERS;
 	return after_process(L, send_json(L, (const char *)&r, sizeof(r)));
 }
 

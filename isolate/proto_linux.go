@@ -46,8 +46,12 @@ type initConfig struct {
 	ProcsFiles int      `json:"procs_files"` // number of cgroup.procs fds from fd 5 on
 	CgroupDir  bool     `json:"cgroup_dir"`  // the job cgroup's v2 directory follows them (CLONE_INTO_CGROUP)
 	UsageFile  bool     `json:"usage_file"`  // then the job cgroup's memory usage file (read-only)
-	UID        uint32   `json:"uid"`         // the job's uid inside the sandbox
-	GID        uint32   `json:"gid"`         // the job's gid inside the sandbox
+	// Counters are read by the init for each exited reply, from
+	// CounterFiles files that follow the usage file.
+	Counters     []counterSpec `json:"counters,omitempty"`
+	CounterFiles int           `json:"counter_files,omitempty"`
+	UID          uint32        `json:"uid"` // the job's uid inside the sandbox
+	GID          uint32        `json:"gid"` // the job's gid inside the sandbox
 	// EtcFiles are written into /etc of every writable layer.
 	EtcFiles map[string][]byte `json:"etc_files,omitempty"`
 	// Seccomp holds each profile's BPF program, compiled once by the
@@ -107,7 +111,39 @@ type readyReport struct {
 type exitReport struct {
 	WaitStatus uint32 `json:"wait_status"` // syscall.WaitStatus of the main process
 	WallNs     int64  `json:"wall_ns"`     // clone to exit of the main process
+	// Counters are the job cgroup's counters once everything of the
+	// process was reaped, read by the init (nil: it could not).
+	Counters *cgroupCounters `json:"-"`
 }
+
+// counterSpec is a counter the init reads for the exited reply (struct
+// corral_counter): the number in file File (an index among the counter
+// files), or the value of its line "Key N", times Scale, for field Field
+// of cgroupCounters (counterFields order).
+type counterSpec struct {
+	Field int    `json:"field"`
+	File  int    `json:"file"`
+	Key   string `json:"key,omitempty"`
+	Scale int64  `json:"scale"`
+}
+
+// The fields of cgroupCounters in an exited reply, in order.
+const (
+	ctrCPU = iota
+	ctrUser
+	ctrSys
+	ctrMemoryPeak
+	ctrMemoryUsage
+	ctrOOMKills
+	ctrPidsMax
+	nCounters
+)
+
+// exitedReplySize is sizeof(struct corral_exited_reply).
+const exitedReplySize = 16 + nCounters*8
+
+// exitedCounters, in an exited reply's flags: the counters are there.
+const exitedCounters = 1
 
 // InitError is a failure inside the sandbox init or in a job's child before
 // exec, naming the step that failed.
@@ -170,11 +206,23 @@ const (
 func decodeReply(b []byte) (m *message, ok bool) {
 	ne := binary.NativeEndian
 	switch {
-	case len(b) == 16 && b[0] == replyExited:
-		return &message{Kind: msgExited, Exit: &exitReport{
+	case len(b) == exitedReplySize && b[0] == replyExited:
+		rep := &exitReport{
 			WaitStatus: ne.Uint32(b[4:]),
 			WallNs:     int64(ne.Uint64(b[8:])),
-		}}, true
+		}
+		if b[1]&exitedCounters != 0 {
+			var v [nCounters]int64
+			for i := range v {
+				v[i] = int64(ne.Uint64(b[16+8*i:]))
+			}
+			rep.Counters = &cgroupCounters{
+				CPUNs: v[ctrCPU], UserNs: v[ctrUser], SysNs: v[ctrSys],
+				MemoryPeak: v[ctrMemoryPeak], MemoryUsage: v[ctrMemoryUsage],
+				OOMKills: v[ctrOOMKills], PidsMax: v[ctrPidsMax],
+			}
+		}
+		return &message{Kind: msgExited, Exit: rep}, true
 	case len(b) == 16 && b[0] == replyReady:
 		return &message{Kind: msgReady, Ready: &readyReport{
 			Parked:      b[1]&readyParked != 0,

@@ -222,8 +222,12 @@ wait:
 	}
 	wg.Wait() // every writer is dead: the pipes are at EOF
 
-	after, err := s.cg.counters()
-	if err != nil {
+	// The counters the init read once the process was done, else read
+	// here.
+	var after cgroupCounters
+	if ex.rep.Counters != nil {
+		after = *ex.rep.Counters
+	} else if after, err = s.cg.counters(); err != nil {
 		return nil, s.fail(fmt.Errorf("isolate: cgroup counters: %w", err))
 	}
 	s.lastCounters = &after

@@ -132,6 +132,10 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 	if s.cg.usage != nil {
 		extra = append(extra, s.cg.usage)
 	}
+	// The counter files let the init read the counters of each process
+	// in its exited reply (see Run).
+	ctrFiles, ctrSpecs := s.cg.counterFiles()
+	extra = append(extra, ctrFiles...)
 	s.cmd = &exec.Cmd{
 		// The memfd is fd 3 in the child when it execs.
 		Path:       fmt.Sprintf("/proc/self/fd/%d", initExeFd),
@@ -167,17 +171,19 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		}
 	}
 	err = s.send(&message{Kind: msgConfig, Config: &initConfig{
-		Seccomp:    progs,
-		Lower:      cfg.Lower,
-		Stage:      s.stage,
-		DiskBytes:  cfg.DiskBytes,
-		Hostname:   cfg.Hostname,
-		ProcsFiles: len(procs),
-		CgroupDir:  cgDir != nil,
-		UsageFile:  s.cg.usage != nil,
-		UID:        JobUID,
-		GID:        JobGID,
-		EtcFiles:   cfg.EtcFiles,
+		Seccomp:      progs,
+		Lower:        cfg.Lower,
+		Stage:        s.stage,
+		DiskBytes:    cfg.DiskBytes,
+		Hostname:     cfg.Hostname,
+		ProcsFiles:   len(procs),
+		CgroupDir:    cgDir != nil,
+		UsageFile:    s.cg.usage != nil,
+		Counters:     ctrSpecs,
+		CounterFiles: len(ctrFiles),
+		UID:          JobUID,
+		GID:          JobGID,
+		EtcFiles:     cfg.EtcFiles,
 	}}, nil)
 	if err != nil {
 		return nil, err

@@ -185,13 +185,23 @@ func TestWritableDirs(t *testing.T) {
 
 func TestDecodeReply(t *testing.T) {
 	ne := binary.NativeEndian
-	exited := make([]byte, 16)
+	exited := make([]byte, exitedReplySize)
 	exited[0] = replyExited
 	ne.PutUint32(exited[4:], 9)
 	ne.PutUint64(exited[8:], 1234567)
+	for i := range nCounters {
+		ne.PutUint64(exited[16+8*i:], uint64(100+i))
+	}
 	m, ok := decodeReply(exited)
 	if !ok || m.Kind != msgExited || *m.Exit != (exitReport{WaitStatus: 9, WallNs: 1234567}) {
 		t.Fatalf("exited: %v %+v", ok, m)
+	}
+	// With the counters flag, the counters in cgroupCounters' order.
+	exited[1] = exitedCounters
+	m, ok = decodeReply(exited)
+	want := cgroupCounters{CPUNs: 100, UserNs: 101, SysNs: 102, MemoryPeak: 103, MemoryUsage: 104, OOMKills: 105, PidsMax: 106}
+	if !ok || m.Exit.Counters == nil || *m.Exit.Counters != want || m.Exit.WallNs != 1234567 {
+		t.Fatalf("exited with counters: %v %+v", ok, m.Exit)
 	}
 	ready := make([]byte, 16)
 	ready[0] = replyReady
@@ -204,7 +214,7 @@ func TestDecodeReply(t *testing.T) {
 		t.Fatalf("ready, parked: %v %+v", ok, m)
 	}
 	// JSON, a short packet and an unknown tag are not binary replies.
-	for _, b := range [][]byte{[]byte(`{"kind":"ready"}`), exited[:15], append([]byte{0x85}, exited[1:]...), ready[:8], append([]byte{0x84}, ready[1:]...)} {
+	for _, b := range [][]byte{[]byte(`{"kind":"ready"}`), exited[:16], exited[:exitedReplySize-1], append([]byte{0x85}, exited[1:]...), ready[:8], append([]byte{0x84}, ready[1:]...)} {
 		if _, ok := decodeReply(b); ok {
 			t.Errorf("%q decoded as a binary reply", b)
 		}

@@ -231,11 +231,32 @@ struct corral_ready_reply {
 	int64_t memory_usage;
 };
 
+// An exited reply. With CORRAL_EXITED_COUNTERS in flags it carries the job
+// cgroup's counters, read by the init once everything of the process was
+// reaped (struct corral_counter), in the order of Go's cgroupCounters.
+#define CORRAL_EXITED_COUNTERS 1
+#define CORRAL_NCOUNTERS 7
 struct corral_exited_reply {
-	uint8_t tag, pad[3];
+	uint8_t tag, flags, pad[2];
 	uint32_t wait_status;
 	int64_t wall_ns;
+	int64_t counters[CORRAL_NCOUNTERS];
 };
+
+// A counter the init reads for the exited reply: field (an index into
+// counters) is the number in the file fd, or the value of its line "key N"
+// (key non-empty), times scale. Several may share a file.
+#define CORRAL_MAX_COUNTERS 12
+struct corral_counter {
+	int field, fd;
+	char key[24];
+	int64_t scale;
+};
+
+// corral_read_counters reads the n counters into out (zeroed first; a key
+// that is missing reads as 0, a file holding "max" as INT64_MAX). Returns
+// 0, or -1 when a file cannot be read or parsed.
+int corral_read_counters(const struct corral_counter *c, int n, int64_t *out);
 
 // A spawn packet: this header, then NUL-terminated strings: the seccomp
 // profile's name, the working directory, argc arguments, envc environment
@@ -294,6 +315,10 @@ struct corral_loop {
 	// memory.current; -1: none). After a reset the init reads it and then
 	// prepares the next process itself, so the parent need not ask.
 	int usage_fd;
+	// The job cgroup's counters, read for each exited reply (nctr 0:
+	// the parent reads them).
+	struct corral_counter ctr[CORRAL_MAX_COUNTERS];
+	int nctr;
 };
 
 
