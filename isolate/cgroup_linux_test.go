@@ -616,8 +616,14 @@ func TestCgroupCounters(t *testing.T) {
 	}
 	t.Logf("after the job: %+v", n1)
 	// The init's reader (C) on the same files agrees, cpuacct included.
-	if got, err := readCounters(c.counterFiles()); err != nil || got != n1 {
-		t.Errorf("the init's read = %+v, %v; want %+v", got, err, n1)
+	// The usage may still drift as the exited process's last pages go.
+	got, err := readCounters(c.counterFiles())
+	if err != nil || got.MemoryUsage <= 0 {
+		t.Errorf("the init's read = %+v, %v", got, err)
+	}
+	got.MemoryUsage = n1.MemoryUsage
+	if got != n1 {
+		t.Errorf("the init's read = %+v, want %+v (usage aside)", got, n1)
 	}
 	if n1.CPUNs <= 0 {
 		t.Errorf("CPUNs = %d, want > 0", n1.CPUNs)
