@@ -417,23 +417,16 @@ func (in *initProc) startZygote() {
 		return
 	}
 	zy := &lp.zy
-	// The job cgroup's cgroup.procs files: v1's, or v2's in the
-	// directory CLONE_INTO_CGROUP would have used (the filter hides
-	// clone3 from the zygote).
+	// The job cgroup's cgroup.procs files, which the parent opened as
+	// host root (v1's, or v2's, there for kernels without
+	// CLONE_INTO_CGROUP): the zygote's children write themselves in, as
+	// the filter hides clone3 from the zygote.
 	n := int(lp.tmpl.nprocs_fds)
-	for i := 0; i < n; i++ {
-		zy.procs_fds[i] = lp.tmpl.procs_fds[i]
-	}
-	if n == 0 && lp.tmpl.cgroup_fd >= 0 {
-		fd, err := unix.Openat(int(lp.tmpl.cgroup_fd), "cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return
-		}
-		zy.procs_fds[0] = C.int(fd)
-		n = 1
-	}
 	if n == 0 {
 		return
+	}
+	for i := 0; i < n; i++ {
+		zy.procs_fds[i] = lp.tmpl.procs_fds[i]
 	}
 	zy.nprocs_fds = C.int(n)
 	// Made by a child that joins the cgroup as the zygote's children
