@@ -72,6 +72,7 @@ func RunInit() {
 	loop.buf = (*C.char)(C.malloc(maxMessage))
 	loop.cap = maxMessage
 	loop.pidfd = -1
+	loop.out_fds = [2]C.int{-1, -1}
 	loop.tmpl.landlock_fd = -1
 	loop.tmpl.mnt_fd = -1
 	loop.tmpl.ipc_fd = -1

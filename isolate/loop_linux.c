@@ -61,6 +61,14 @@ static void close_fds(int *fds, int n) {
 	for (int i = 0; i < n; i++) close(fds[i]);
 }
 
+// close_out closes the running process's output pipes (see spawn).
+static void close_out(struct corral_loop *L) {
+	for (int i = 0; i < 2; i++) {
+		if (L->out_fds[i] >= 0) close(L->out_fds[i]);
+		L->out_fds[i] = -1;
+	}
+}
+
 // park_profile prepares the next job process for seccomp profile prof,
 // unless a job runs or one is prepared already. Returns 1 if it did.
 static int park_profile(struct corral_loop *L, int prof) {
@@ -180,6 +188,7 @@ static int finish(struct corral_loop *L, int status, int64_t wall_ns) {
 	// frees its memory: in C, cheaper than the parent's reads after the
 	// reply.
 	if (L->nctr > 0 && corral_read_counters(L->ctr, L->nctr, r.counters) == 0) r.flags = CORRAL_EXITED_COUNTERS;
+	close_out(L);
 	return after_process(L, send_json(L, (const char *)&r, sizeof(r)));
 }
 
@@ -297,10 +306,19 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 
 	int64_t start = now_ns();
 	int pid = parked ? corral_park_go(P) : corral_spawn_run(s);
-	close_fds(fds, nfds);
+	// The output pipes' write ends stay open here until the process is
+	// done, and close just before its reply: the parent's readers then
+	// see the end of the output and the reply together, one wake-up
+	// instead of one at the process's exit and one at the reply.
+	close(fds[0]);
+	L->out_fds[0] = fds[1];
+	L->out_fds[1] = fds[2];
 	// A failed clone breaks the sandbox (the parent gives up on it); a
 	// process that failed to start is done like one that exited.
-	if (pid < 0) return send_error(L, "clone", -pid, NULL);
+	if (pid < 0) {
+		close_out(L);
+		return send_error(L, "clone", -pid, NULL);
+	}
 	L->reset_after = (h.flags & CORRAL_SPAWN_RESET_AFTER) != 0;
 	if (s->err_step != 0) {
 		int ws;
@@ -308,6 +326,7 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 		const char *step = "unknown";
 		if (s->err_step > 0 && (size_t)s->err_step < sizeof(step_names) / sizeof(step_names[0]))
 			step = step_names[s->err_step];
+		close_out(L);
 		return after_process(L, send_error(L, step, s->err_no, NULL));
 	}
 	// No reply now: the parent hears of this process when it has exited

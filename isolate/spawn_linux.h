@@ -287,6 +287,8 @@ struct corral_loop {
 	int nfds;
 	// The running job's main process (pid 0: none).
 	int pid, pidfd, reap_ms;
+	// Its stdout and stderr, closed just before its reply (-1: none).
+	int out_fds[2];
 	int64_t start_ns;
 	char **vec; // argv and envp pointers
 	size_t veccap;
