@@ -363,17 +363,21 @@ func (in *initProc) setCounters(first int) error {
 			len(c.Key) >= len(lp.ctr[i].key) || c.Scale <= 0 {
 			return fmt.Errorf("bad counter %+v", c)
 		}
-		ct := &lp.ctr[i]
-		ct.field = C.int(c.Field)
-		ct.fd = C.int(first + c.File)
-		for j := 0; j < len(c.Key); j++ {
-			ct.key[j] = C.char(c.Key[j])
-		}
-		ct.key[len(c.Key)] = 0
-		ct.scale = C.int64_t(c.Scale)
+		setCounter(&lp.ctr[i], c, first+c.File)
 	}
 	lp.nctr = C.int(len(in.cfg.Counters))
 	return nil
+}
+
+// setCounter fills ct from spec, whose file is fd; the key fits.
+func setCounter(ct *C.struct_corral_counter, spec counterSpec, fd int) {
+	ct.field = C.int(spec.Field)
+	ct.fd = C.int(fd)
+	for j := 0; j < len(spec.Key); j++ {
+		ct.key[j] = C.char(spec.Key[j])
+	}
+	ct.key[len(spec.Key)] = 0
+	ct.scale = C.int64_t(spec.Scale)
 }
 
 // readCounters reads specs from files as the init does for an exited reply
@@ -385,20 +389,13 @@ func readCounters(files []*os.File, specs []counterSpec) (cgroupCounters, error)
 		return cgroupCounters{}, fmt.Errorf("%d counters, at most %d", len(specs), len(cs))
 	}
 	for i, sp := range specs {
-		cs[i].field = C.int(sp.Field)
-		cs[i].fd = C.int(files[sp.File].Fd())
-		for j := 0; j < len(sp.Key); j++ {
-			cs[i].key[j] = C.char(sp.Key[j])
-		}
-		cs[i].scale = C.int64_t(sp.Scale)
+		setCounter(&cs[i], sp, int(files[sp.File].Fd()))
 	}
-	var out [nCounters]C.int64_t
-	if C.corral_read_counters(&cs[0], C.int(len(specs)), &out[0]) != 0 {
+	var out [nCounters]int64
+	if C.corral_read_counters(&cs[0], C.int(len(specs)), (*C.int64_t)(&out[0])) != 0 {
 		return cgroupCounters{}, errors.New("corral_read_counters failed")
 	}
-	return cgroupCounters{CPUNs: int64(out[ctrCPU]), UserNs: int64(out[ctrUser]), SysNs: int64(out[ctrSys]),
-		MemoryPeak: int64(out[ctrMemoryPeak]), MemoryUsage: int64(out[ctrMemoryUsage]),
-		OOMKills: int64(out[ctrOOMKills]), PidsMax: int64(out[ctrPidsMax])}, nil
+	return countersOf(out), nil
 }
 
 // startZygote starts the default profile's zygote (see spawn_linux.h),

@@ -139,6 +139,15 @@ const (
 	nCounters
 )
 
+// countersOf returns the counters v holds in the exited reply's order.
+func countersOf(v [nCounters]int64) cgroupCounters {
+	return cgroupCounters{
+		CPUNs: v[ctrCPU], UserNs: v[ctrUser], SysNs: v[ctrSys],
+		MemoryPeak: v[ctrMemoryPeak], MemoryUsage: v[ctrMemoryUsage],
+		OOMKills: v[ctrOOMKills], PidsMax: v[ctrPidsMax],
+	}
+}
+
 // exitedReplySize is sizeof(struct corral_exited_reply).
 const exitedReplySize = 16 + nCounters*8
 
@@ -216,11 +225,8 @@ func decodeReply(b []byte) (m *message, ok bool) {
 			for i := range v {
 				v[i] = int64(ne.Uint64(b[16+8*i:]))
 			}
-			rep.Counters = &cgroupCounters{
-				CPUNs: v[ctrCPU], UserNs: v[ctrUser], SysNs: v[ctrSys],
-				MemoryPeak: v[ctrMemoryPeak], MemoryUsage: v[ctrMemoryUsage],
-				OOMKills: v[ctrOOMKills], PidsMax: v[ctrPidsMax],
-			}
+			c := countersOf(v)
+			rep.Counters = &c
 		}
 		return &message{Kind: msgExited, Exit: rep}, true
 	case len(b) == 16 && b[0] == replyReady:
