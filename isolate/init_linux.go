@@ -435,6 +435,8 @@ func (in *initProc) startZygote() {
 	}
 	zy.cgns_fd = cgns
 	if C.corral_zygote_start(zy, lp.profiles[prof]) < 0 {
+		unix.Close(int(cgns))
+		zy.cgns_fd = -1
 		return
 	}
 	lp.zy_profile = C.int(prof)

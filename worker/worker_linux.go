@@ -373,7 +373,7 @@ func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
 			select {
 			case w.work <- job:
 			default:
-				go job() // every runner busy (never, by their number)
+				go job() // no runner waiting at this instant (one between two jobs)
 			}
 		}
 		w.release(n)
