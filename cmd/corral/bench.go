@@ -705,7 +705,9 @@ type benchCPU struct {
 	Utilization float64 `json:"utilization,omitempty"`
 	// MachineBusy is every CPU's busy time / (elapsed × nproc), from
 	// /proc/stat: what the three above leave out (kernel threads: RCU,
-	// softirqs, workqueues) plus anything else the machine ran.
+	// softirqs, workqueues) plus anything else the machine ran. /proc/stat
+	// counts in 10 ms ticks per CPU, so a short run can measure more than
+	// the elapsed time; the share is capped at 1.
 	MachineBusy float64 `json:"machine_busy,omitempty"`
 	CgroupPath  string  `json:"cgroup_path,omitempty"`
 }
@@ -1090,7 +1092,7 @@ func cpuReport(a, b benchCPUSample, n int, elapsed time.Duration, stepsPerJob fl
 	c.TotalMsPerJob = per(total)
 	c.Utilization = round3(float64(total) / float64(elapsed) / float64(runtime.NumCPU()))
 	if a.machine >= 0 && b.machine >= 0 {
-		c.MachineBusy = round3(float64(b.machine-a.machine) / float64(elapsed) / float64(runtime.NumCPU()))
+		c.MachineBusy = round3(min(1, float64(b.machine-a.machine)/float64(elapsed)/float64(runtime.NumCPU())))
 	}
 	return c
 }

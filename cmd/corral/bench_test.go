@@ -40,7 +40,7 @@ func TestBenchEmbedded(t *testing.T) {
 	}
 	if rep.CPU == nil || !rep.CPU.Available || rep.CPU.WorkerNatsMsPerJob <= 0 || rep.CPU.TotalMsPerJob <= 0 {
 		t.Errorf("cpu = %+v", rep.CPU)
-	} else if rep.CPU.MachineBusy <= 0 || rep.CPU.MachineBusy > 1.05 {
+	} else if rep.CPU.MachineBusy <= 0 || rep.CPU.MachineBusy > 1 {
 		// The machine's busy share covers what the bench accounts.
 		t.Errorf("machine busy %.3f, want (0, 1]", rep.CPU.MachineBusy)
 	}
