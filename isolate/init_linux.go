@@ -522,6 +522,10 @@ func mountProc(dst string) (string, error) {
 	return "", nil
 }
 
+// ipcBatch is CORRAL_IPC_BATCH: how many empty IPC namespaces of old
+// layers an init holds before it closes them together (reset_linux.c).
+const ipcBatch = int(C.CORRAL_IPC_BATCH)
+
 // Device nodes a job gets, bound from the host (a user namespace cannot
 // mknod).
 var devices = []string{"null", "zero", "full", "random", "urandom"}

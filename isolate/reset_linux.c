@@ -53,8 +53,10 @@ static char *layer_stack;
 struct layer_args {
 	const struct corral_layer *Y;
 	int64_t disk;
+	int old_ipc_fd; // the last layer's IPC namespace (-1: none)
 	// Out.
 	int mnt_fd, ipc_fd, root_fd, landlock_fd;
+	int old_ipc_empty; // old_ipc_fd's namespace holds no System V object
 	int err;
 	const char *step;
 };
@@ -67,6 +69,27 @@ static int layer_fail(struct layer_args *a, const char *step) {
 }
 
 // mkdir_as makes path with mode exactly (the umask aside) and owner.
+// sysvipc_empty reports whether the caller's IPC namespace holds no System
+// V object: /proc/sysvipc/{shm,sem,msg} list those of the reader's
+// namespace, a header line and then one line per object. Anything
+// unreadable counts as not empty.
+static int sysvipc_empty(void) {
+	static const char *const files[] = {"/proc/sysvipc/shm", "/proc/sysvipc/sem", "/proc/sysvipc/msg"};
+	char buf[1024];
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		int fd = (int)syscall(SYS_openat, AT_FDCWD, files[i], O_RDONLY | O_CLOEXEC);
+		if (fd < 0) return 0;
+		long n = syscall(SYS_read, fd, buf, sizeof(buf));
+		syscall(SYS_close, fd);
+		// The header alone is one short line; a second line, or more
+		// than the buffer holds, is an object.
+		if (n <= 0 || (size_t)n == sizeof(buf)) return 0;
+		char *nl = memchr(buf, '\n', (size_t)n);
+		if (!nl || nl + 1 != buf + n) return 0;
+	}
+	return 1;
+}
+
 static int mkdir_as(const char *path, mode_t mode, uint32_t uid, uint32_t gid) {
 	if (mkdir(path, mode) < 0) return -1;
 	// The init's umask is 022 and it creates as 0:0: only what neither
@@ -173,6 +196,12 @@ static int layer_child(void *arg) {
 	struct layer_args *a = arg;
 	const struct corral_layer *Y = a->Y;
 	char path[4096], opts[64];
+	// Look into the last layer's IPC namespace before making this
+	// layer's: corral_reset keeps an empty one a while, to close it with
+	// others.
+	if (a->old_ipc_fd >= 0 && syscall(SYS_setns, a->old_ipc_fd, CLONE_NEWIPC) == 0)
+		a->old_ipc_empty = sysvipc_empty();
+	if (syscall(SYS_unshare, CLONE_NEWIPC) < 0) return layer_fail(a, "layer-namespaces");
 	a->mnt_fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
 	a->ipc_fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
 	if (a->mnt_fd < 0 || a->ipc_fd < 0) return layer_fail(a, "layer-namespaces");
@@ -226,14 +255,38 @@ static void close_fd(int *fd) {
 	*fd = -1;
 }
 
+// spend_ipc lets go of an old layer's IPC namespace. Freeing one costs the
+// kernel an RCU grace period (expedited on some machines: an interrupt to
+// every busy CPU and a real-time kernel thread that preempts the next
+// job), but the namespaces closed before its free work runs share one.
+// So an empty namespace waits until CORRAL_IPC_BATCH have, and goes with
+// them: it holds nothing of the job, and no process can reach it again.
+// One that still holds a System V object goes at once, so that the
+// object's memory, charged to the job cgroup, is freed before the next
+// job. (POSIX message queues, which an empty-looking namespace could
+// still hold, are out of reach: every seccomp profile denies mq_open.)
+static void spend_ipc(struct corral_loop *L, int fd, int empty) {
+	if (fd < 0) return;
+	if (!empty) {
+		close(fd);
+		return;
+	}
+	L->ipc_spent[L->nipc_spent++] = fd;
+	if (L->nipc_spent < CORRAL_IPC_BATCH) return;
+	for (int i = 0; i < L->nipc_spent; i++) close(L->ipc_spent[i]);
+	L->nipc_spent = 0;
+}
+
 int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	struct corral_spawn *t = &L->tmpl;
 	// The old layer: its namespace, and every mount in it, goes with the
 	// last of these (every job process is dead by now).
+	// Its IPC namespace waits for the layer child, which looks into it.
 	close_fd(&t->mnt_fd);
-	close_fd(&t->ipc_fd);
 	close_fd(&t->landlock_fd);
 	close_fd(&L->root_fd);
+	int old_ipc = t->ipc_fd;
+	t->ipc_fd = -1;
 
 	*step = "layer-namespaces";
 	if (!layer_stack) {
@@ -241,18 +294,22 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 		if (p == MAP_FAILED) return -errno;
 		layer_stack = p;
 	}
-	struct layer_args a = {&L->layer, disk, -1, -1, -1, -1, 0, NULL};
+	struct layer_args a = {&L->layer, disk, old_ipc, -1, -1, -1, -1, 0, 0, NULL};
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	// No SIGCHLD: the init's reaper never sees this child; __WCLONE reaps it.
 	int pid = clone(layer_child, layer_stack + LAYER_STACK_SIZE,
-	                CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNS | CLONE_NEWIPC, &a);
+	                CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNS, &a);
 	int err = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (pid < 0) return -err;
+	if (pid < 0) {
+		if (old_ipc >= 0) close(old_ipc);
+		return -err;
+	}
 	int status;
 	while (waitpid(pid, &status, __WCLONE) < 0 && errno == EINTR) {}
+	spend_ipc(L, old_ipc, a.old_ipc_empty);
 	if (a.err) {
 		close_fd(&a.mnt_fd);
 		close_fd(&a.ipc_fd);

@@ -473,6 +473,31 @@ func TestSeccompSetns(t *testing.T) {
 	}
 }
 
+// TestSeccompNoMessageQueues: no profile lets a job make a POSIX message
+// queue. A reset keeps an old layer's IPC namespace that looks empty (no
+// System V object) for a while before closing it (reset_linux.c,
+// spend_ipc): a queue there would stay charged to the job's user until
+// then. Allowing mq_open means closing every old namespace at once.
+func TestSeccompNoMessageQueues(t *testing.T) {
+	for _, p := range scProfiles {
+		rules, err := seccompRules(p, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rules {
+			for _, name := range r.names {
+				if r.errno == 0 && strings.HasPrefix(name, "mq_") {
+					t.Errorf("%s allows %s", p, name)
+				}
+			}
+		}
+	}
+	l := newSCLoader(t, unix.ENOSYS)
+	for _, p := range scProfiles {
+		l.expect(t, p, scErrno(unix.ENOSYS), "mq_open")
+	}
+}
+
 func scCheckAlwaysDenied(t *testing.T, l *scLoader) {
 	for _, p := range scProfiles {
 		for _, name := range seccompAlwaysDenied {

@@ -272,6 +272,11 @@ struct corral_spawn_pkt {
 	} rlimits[CORRAL_NRLIMITS];
 };
 
+// How many empty IPC namespaces of old layers a sandbox's init holds
+// before it closes them together: the kernel frees namespaces closed
+// together after one RCU grace period.
+#define CORRAL_IPC_BATCH 8
+
 struct corral_loop {
 	int sock; // the control socket
 	// What every job process of the current writable layer gets (the
@@ -321,6 +326,10 @@ struct corral_loop {
 	// the parent reads them).
 	struct corral_counter ctr[CORRAL_MAX_COUNTERS];
 	int nctr;
+	// Old layers' IPC namespaces that a reset found empty, closed
+	// together once CORRAL_IPC_BATCH wait (see corral_reset).
+	int ipc_spent[CORRAL_IPC_BATCH];
+	int nipc_spent;
 };
 
 
