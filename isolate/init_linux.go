@@ -67,6 +67,7 @@ func RunInit() {
 		fmt.Fprintf(os.Stderr, "corral-init: control socket: %v\n", err)
 		os.Exit(1)
 	}
+	C.corral_quiet_sigchld()
 	loop := (*C.struct_corral_loop)(C.calloc(1, C.size_t(unsafe.Sizeof(C.struct_corral_loop{}))))
 	loop.sock = initSockFd
 	loop.buf = (*C.char)(C.malloc(maxMessage))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/jobs"
+	"golang.org/x/sys/unix"
 )
 
 // probe prints what a job process must see whichever way it was made: its
@@ -459,5 +460,35 @@ func TestRunUsesInitCounters(t *testing.T) {
 		if err := sb.Reset(context.Background(), 0); err != nil {
 			t.Fatalf("reset %d: %v", i, err)
 		}
+	}
+}
+
+// TestInitSIGCHLDDefault: the init neither catches SIGCHLD (a handler ran
+// on the loop's thread at every job's exit) nor ignores it (SIG_IGN would
+// reap job processes before the loop's wait4 reads their status).
+func TestInitSIGCHLDDefault(t *testing.T) {
+	sb := newTestSandbox(t)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", sb.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bit = uint64(1) << (unix.SIGCHLD - 1)
+	for _, field := range []string{"SigCgt", "SigIgn"} {
+		_, rest, ok := strings.Cut(string(b), "\n"+field+":\t")
+		if !ok {
+			t.Fatalf("no %s in /proc/PID/status", field)
+		}
+		line, _, _ := strings.Cut(rest, "\n")
+		mask, err := strconv.ParseUint(line, 16, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mask&bit != 0 {
+			t.Errorf("%s has SIGCHLD: %s", field, line)
+		}
+	}
+	// The loop still reads every exit status.
+	if r := run(t, sb, jobs.Limits{}, "sh", "-c", "exit 7"); r.ExitCode != 7 {
+		t.Errorf("exit code %d, want 7", r.ExitCode)
 	}
 }

@@ -339,4 +339,8 @@ struct corral_loop {
 // hung up, or -errno.
 long corral_loop_run(struct corral_loop *L);
 
+// corral_quiet_sigchld makes SIGCHLD's action the default (ignore without
+// reaping): no handler runs when a job process exits.
+void corral_quiet_sigchld(void);
+
 #endif
