@@ -280,8 +280,8 @@ static void spend_ipc(struct corral_loop *L, int fd, int empty) {
 int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	struct corral_spawn *t = &L->tmpl;
 	// The old layer: its namespace, and every mount in it, goes with the
-	// last of these (every job process is dead by now).
-	// Its IPC namespace waits for the layer child, which looks into it.
+	// last of these (every job process is dead by now). Its IPC namespace
+	// waits for the layer child, which looks into it (spend_ipc).
 	close_fd(&t->mnt_fd);
 	close_fd(&t->landlock_fd);
 	close_fd(&L->root_fd);
@@ -291,7 +291,11 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	*step = "layer-namespaces";
 	if (!layer_stack) {
 		void *p = mmap(NULL, LAYER_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-		if (p == MAP_FAILED) return -errno;
+		if (p == MAP_FAILED) {
+			int err = errno;
+			if (old_ipc >= 0) close(old_ipc);
+			return -err;
+		}
 		layer_stack = p;
 	}
 	struct layer_args a = {&L->layer, disk, old_ipc, -1, -1, -1, -1, 0, 0, NULL};
