@@ -410,9 +410,9 @@ static int reset(struct corral_loop *L, char *pkt, size_t len) {
 // exec'd signals its parent with SIGCHLD at its exit all the same, and
 // the Go runtime's handler then ran on the loop's thread between the
 // pidfd's wake-up and the exited reply: 40-50 µs of every job on this
-// VM. With the default action the kernel drops the signal when it is
-// sent. The init's Go code starts no child process and does not wait
-// for SIGCHLD.
+// VM. With the default action the kernel discards it without running
+// anything in user space. The init's Go code starts no child process and
+// does not wait for SIGCHLD.
 void corral_quiet_sigchld(void) {
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));

@@ -68,7 +68,6 @@ static int layer_fail(struct layer_args *a, const char *step) {
 	return 0;
 }
 
-// mkdir_as makes path with mode exactly (the umask aside) and owner.
 // sysvipc_empty reports whether the caller's IPC namespace holds no System
 // V object: /proc/sysvipc/{shm,sem,msg} list those of the reader's
 // namespace, a header line and then one line per object. Anything
@@ -90,6 +89,7 @@ static int sysvipc_empty(void) {
 	return 1;
 }
 
+// mkdir_as makes path with mode exactly (the umask aside) and owner.
 static int mkdir_as(const char *path, mode_t mode, uint32_t uid, uint32_t gid) {
 	if (mkdir(path, mode) < 0) return -1;
 	// The init's umask is 022 and it creates as 0:0: only what neither
