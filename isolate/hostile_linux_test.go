@@ -39,6 +39,8 @@ const hostileSrc = `#define _GNU_SOURCE
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/shm.h>
+#include <sys/sem.h>
+#include <sys/msg.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -154,6 +156,10 @@ int main(int argc, char **argv) {
 		for (;;) pause();
 	} else if (!strcmp(s, "shmcreate")) {
 		report("shmget", shmget(4242, 4096, IPC_CREAT | 0666));
+	} else if (!strcmp(s, "semcreate")) {
+		report("semget", semget(4243, 1, IPC_CREAT | 0666));
+	} else if (!strcmp(s, "msgcreate")) {
+		report("msgget", msgget(4244, IPC_CREAT | 0666));
 	} else if (!strcmp(s, "shmcheck")) {
 		puts(shmget(4242, 4096, 0) >= 0 ? "shm present" : "shm absent");
 	} else {

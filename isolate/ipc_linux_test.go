@@ -12,8 +12,9 @@ import (
 )
 
 // TestResetIPCNamespaces: a reset closes the old layer's IPC namespace at
-// once when it still holds a System V object (whose memory is charged to
-// the job cgroup), and keeps an empty one until ipcBatch have gathered, to
+// once when it still holds a System V object, a shared memory segment, a
+// semaphore set or a message queue (whose memory is charged to the job
+// cgroup), and keeps an empty one until ipcBatch have gathered, to
 // close them together; the init never holds more than that.
 func TestResetIPCNamespaces(t *testing.T) {
 	if tool, why := hostileTool(t); tool == "" {
@@ -56,9 +57,11 @@ func TestResetIPCNamespaces(t *testing.T) {
 	if !held()[empty] {
 		t.Errorf("the empty namespace %s was closed at once, want it kept for a batch", empty)
 	}
-	used := job("hostile shmcreate")
-	if held()[used] {
-		t.Errorf("the namespace %s still holding a shm segment was kept, want it closed at once", used)
+	for _, obj := range []string{"shm", "sem", "msg"} {
+		used := job("hostile " + obj + "create")
+		if held()[used] {
+			t.Errorf("the namespace %s still holding a %s object was kept, want it closed at once", used, obj)
+		}
 	}
 	if r := run(t, sb, jobs.Limits{}, "hostile", "shmcheck"); r.Stdout != "shm absent\n" {
 		t.Errorf("after the reset: %q %q", r.Stdout, r.Stderr)

@@ -474,10 +474,11 @@ func TestSeccompSetns(t *testing.T) {
 }
 
 // TestSeccompNoMessageQueues: no profile lets a job make a POSIX message
-// queue. A reset keeps an old layer's IPC namespace that looks empty (no
-// System V object) for a while before closing it (reset_linux.c,
-// spend_ipc): a queue there would stay charged to the job's user until
-// then. Allowing mq_open means closing every old namespace at once.
+// queue. A reset keeps an old layer's IPC namespace that holds no System V
+// object for a while before closing it (reset_linux.c, spend_ipc): a queue,
+// which the System V counts do not show, would stay charged to the job's
+// user until then. Allowing mq_open means closing every old namespace at
+// once.
 func TestSeccompNoMessageQueues(t *testing.T) {
 	for _, p := range scProfiles {
 		rules, err := seccompRules(p, 0)
