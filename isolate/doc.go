@@ -68,8 +68,9 @@
 // reset closes the old namespaces, which takes the old layer with them,
 // and makes new ones with a new Landlock ruleset, whose rules hold the new
 // layer's inodes. An old IPC namespace without a System V object waits to
-// be closed with others (one RCU grace period for several). The init reaches the job root through an O_PATH fd, to
-// write and collect the job's files.
+// be closed with others (one RCU grace period for several). The init
+// reaches the job root through an O_PATH fd, to write and collect the
+// job's files.
 //
 // # The job's process
 //

@@ -485,13 +485,13 @@ int corral_park_start(struct corral_park *P) {
 	return 0;
 }
 
-// wait_tid waits until the kernel clears the child's tid word: it execed
-// or exited.
-static void wait_tid(struct corral_park *P) {
+// wait_tid_word waits until the kernel clears a tid word
+// (CLONE_CHILD_CLEARTID): its task execed or exited.
+static void wait_tid_word(int32_t *tid) {
 	for (;;) {
-		int32_t t = __atomic_load_n(&P->tid, __ATOMIC_ACQUIRE);
+		int32_t t = __atomic_load_n(tid, __ATOMIC_ACQUIRE);
 		if (t == 0) return;
-		syscall(SYS_futex, &P->tid, FUTEX_WAIT, t, NULL, NULL, 0);
+		syscall(SYS_futex, tid, FUTEX_WAIT, t, NULL, NULL, 0);
 	}
 }
 
@@ -505,7 +505,7 @@ int corral_park_go(struct corral_park *P) {
 	// to sleep), so the scheduler runs the child on this CPU rather than
 	// waking an idle one.
 	syscall(SYS_write, P->wake[1], "g", 1);
-	wait_tid(P);
+	wait_tid_word(&P->tid);
 	int pid = P->pid;
 	P->pid = 0;
 	return pid;
@@ -651,8 +651,7 @@ int corral_zygote_start(struct corral_zygote *Z, const void *filter) {
 	while (!__atomic_load_n(&Z->done, __ATOMIC_ACQUIRE)) futex_wait_u32(&Z->done, 0);
 	if (Z->err) {
 		// It ended: wait for the kernel to clear its tid.
-		for (int32_t t; (t = __atomic_load_n(&Z->tid, __ATOMIC_ACQUIRE)) != 0;)
-			syscall(SYS_futex, &Z->tid, FUTEX_WAIT, t, NULL, NULL, 0);
+		wait_tid_word(&Z->tid);
 		return -Z->err;
 	}
 	return 0;
