@@ -42,6 +42,12 @@ type Config struct {
 	// sandboxes with a network. Owned by the sandbox's root, mode 0644:
 	// jobs read them and cannot change them.
 	EtcFiles map[string][]byte
+	// FreshLayers makes every Reset build a new writable layer. By
+	// default a layer that the job left exactly as it was built (no file
+	// made, changed or removed, checked inode by inode with the kernel's
+	// change times) serves the next job, with a new IPC namespace: see
+	// docs/sandbox.md, "Keeping an unchanged layer".
+	FreshLayers bool
 	// Log receives the init's diagnostics. Default: discarded.
 	Log io.Writer
 }

@@ -38,10 +38,11 @@
 //	  | <-- exited{status,wall,counters} ------ |  main process gone, rest
 //	  |                                         |  killed, all reaped; the job
 //	  |                                         |  cgroup's counters read
-//	  | <-- ready{parked,usage} | error ------- |  after a Last spawn: the reset
+//	  | <-- ready{kept,parked,usage} | error -- |  after a Last spawn: the reset
 //	  |                                         |  at once, then the next process
 //	  | --- reset packet {disk_bytes,profile} > |  new tmpfs upper and overlay,
-//	  | <-- ready{parked,usage} --------------- |  /proc, /dev, /dev/shm again;
+//	  | <-- ready{kept,parked,usage} ---------- |  /proc, /dev, /dev/shm again
+//	  |                                         |  (or the unchanged layer kept);
 //	  |                                         |  memory usage read, then the
 //	  |                                         |  next process prepared
 //	  | --- park packet {profile} ------------> |  after a step with More
@@ -68,9 +69,13 @@
 // reset closes the old namespaces, which takes the old layer with them,
 // and makes new ones with a new Landlock ruleset, whose rules hold the new
 // layer's inodes. An old IPC namespace without a System V object waits to
-// be closed with others (one RCU grace period for several). The init
-// reaches the job root through an O_PATH fd, to write and collect the
-// job's files.
+// be closed with others (one RCU grace period for several). A layer that
+// its job left exactly as it was built (every writable inode's statx
+// stamp, change time included, as when it was built; the kernel's
+// multigrain timestamps make a change always move it) is kept, with only
+// a new IPC namespace, unless Config.FreshLayers; docs/sandbox.md says
+// why that is sound. The init reaches the job root through an O_PATH fd,
+// to write and collect the job's files.
 //
 // # The job's process
 //

@@ -83,6 +83,10 @@ func RunInit() {
 	loop.zy.cgns_fd = -1
 	loop.root_fd = -1
 	loop.usage_fd = -1
+	loop.kept.ok = -1
+	loop.kept.upper_fd = -1
+	loop.kept.work_fd = -1
+	loop.kept.shm_fd = -1
 	loop.last_profile = -1
 	in := &initProc{sock: initSockFd, loop: loop, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
 	if err := in.serve(); err != nil {
@@ -113,6 +117,8 @@ const _ = uint(unsafe.Sizeof(C.struct_corral_ready_reply{}) - 16)
 const _ = uint(16 - unsafe.Sizeof(C.struct_corral_ready_reply{}))
 const _ = uint(C.CORRAL_READY_PARKED - readyParked)
 const _ = uint(readyParked - C.CORRAL_READY_PARKED)
+const _ = uint(C.CORRAL_READY_KEPT - readyKept)
+const _ = uint(readyKept - C.CORRAL_READY_KEPT)
 const _ = uint(C.CORRAL_SPAWN_RESET_AFTER - spawnResetAfter)
 const _ = uint(spawnResetAfter - C.CORRAL_SPAWN_RESET_AFTER)
 const _ = uint(C.CORRAL_PKT_RESET - pktReset)
@@ -458,7 +464,12 @@ func (in *initProc) setLayer() {
 	for i := range lower {
 		lower[i] = stageLower + "/" + strconv.Itoa(i)
 	}
-	y.ovl_opts = C.CString("lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + stageRW + "/upper,workdir=" + stageRW + "/work,userxattr")
+	// xino=on: the overlay numbers directories from their real inodes,
+	// not in the order they are looked up (see corral_reset).
+	y.ovl_opts = C.CString("lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + stageRW + "/upper,workdir=" + stageRW + "/work,userxattr,xino=on")
+	if !cfg.FreshLayers {
+		y.keep = 1
+	}
 	y.uid, y.gid = C.uint32_t(cfg.UID), C.uint32_t(cfg.GID)
 	y.disk = C.int64_t(cfg.DiskBytes)
 	if n := len(cfg.EtcFiles); n > 0 {

@@ -37,3 +37,9 @@ var (
 func IsInit() bool {
 	return len(os.Args) > 0 && os.Args[0] == initArg0
 }
+
+// ResetStats counts a sandbox's resets since New.
+type ResetStats struct {
+	Resets uint64 // Reset calls that succeeded
+	Kept   uint64 // of those, the ones that kept the layer (Config.FreshLayers)
+}

@@ -150,9 +150,9 @@ static int reset_layer(struct corral_loop *L, int64_t disk, int prof) {
 	const char *step = "reset";
 	int rc = corral_reset(L, disk, &step);
 	if (rc < 0) return send_error(L, step, -rc, NULL);
-	struct corral_ready_reply r = {CORRAL_REPLY_READY, 0, {0}, 0};
+	struct corral_ready_reply r = {CORRAL_REPLY_READY, rc == 1 ? CORRAL_READY_KEPT : 0, {0}, 0};
 	if (prof >= 0 && read_usage(L, &r.memory_usage) == 0 && park_profile(L, prof))
-		r.flags = CORRAL_READY_PARKED;
+		r.flags |= CORRAL_READY_PARKED;
 	return send_json(L, (const char *)&r, sizeof(r));
 }
 

@@ -54,6 +54,8 @@ type initConfig struct {
 	GID          uint32        `json:"gid"` // the job's gid inside the sandbox
 	// EtcFiles are written into /etc of every writable layer.
 	EtcFiles map[string][]byte `json:"etc_files,omitempty"`
+	// FreshLayers: no reset keeps a layer (Config.FreshLayers).
+	FreshLayers bool `json:"fresh_layers,omitempty"`
 	// Seccomp holds each profile's BPF program, compiled once by the
 	// parent: the init never links libseccomp's work into a job's path.
 	Seccomp map[SeccompProfile][]unix.SockFilter `json:"seccomp"`
@@ -100,9 +102,11 @@ type fileEntry struct {
 }
 
 // readyReport is what a binary ready reply (after a reset) says: whether
-// the init prepared the next process, after reading the job cgroup's
-// memory usage, which that process counts from.
+// the reset kept the layer, and whether the init prepared the next
+// process, after reading the job cgroup's memory usage, which that process
+// counts from.
 type readyReport struct {
+	Kept        bool
 	Parked      bool
 	MemoryUsage int64
 }
@@ -196,8 +200,10 @@ const (
 	// profile to prepare the next process for, NUL-terminated.
 	pktReset     = 4
 	resetPktSize = 16
-	// readyParked, in a ready reply's flags: the next process is prepared.
+	// readyParked, in a ready reply's flags: the next process is prepared;
+	// readyKept: the reset kept the layer.
 	readyParked = 1
+	readyKept   = 2
 	// spawnPktHeader is sizeof(struct corral_spawn_pkt).
 	spawnPktHeader = 16 + maxRlimits*24
 	maxRlimits     = 8
@@ -231,6 +237,7 @@ func decodeReply(b []byte) (m *message, ok bool) {
 		return &message{Kind: msgExited, Exit: rep}, true
 	case len(b) == 16 && b[0] == replyReady:
 		return &message{Kind: msgReady, Ready: &readyReport{
+			Kept:        b[1]&readyKept != 0,
 			Parked:      b[1]&readyParked != 0,
 			MemoryUsage: int64(ne.Uint64(b[8:])),
 		}}, true

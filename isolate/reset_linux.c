@@ -57,9 +57,14 @@ struct layer_args {
 	const struct corral_layer *Y;
 	int64_t disk;
 	int old_ipc_fd; // the last layer's IPC namespace (-1: none)
+	int keep;       // the layer stays: only a new IPC namespace
+	int probe;      // find out whether the kernel lets corral_reset keep layers
+	int stamp;      // the new layer is to be stamped
 	// Out.
 	int mnt_fd, ipc_fd, root_fd, landlock_fd;
+	int upper_fd, work_fd, shm_fd;
 	int old_ipc_empty; // old_ipc_fd's namespace holds no System V object
+	int fine_ctime, xino; // the probe's findings
 	int err;
 	const char *step;
 };
@@ -116,6 +121,88 @@ static int write_all(int fd, const char *p, size_t n) {
 		n -= (size_t)w;
 	}
 	return 0;
+}
+
+static int same_ctime(const struct statx *a, const struct statx *b) {
+	return a->stx_ctime.tv_sec == b->stx_ctime.tv_sec && a->stx_ctime.tv_nsec == b->stx_ctime.tv_nsec;
+}
+
+// fine_ctime makes and removes a subdirectory of dir, rounds times, each
+// right after a statx of dir, and reports whether each change moved dir's
+// change time. That is the kernel's multigrain timestamps (tmpfs since
+// Linux 6.13): a change to an inode whose times were read since its last
+// change takes a fine-grained time, later than every time handed out
+// before. Without them a change within the same clock tick as the last
+// one leaves the time as it was, and with coarse times alone a change
+// lands in the same tick almost every time.
+//
+// A round also hands out a fine-grained time, which the kernel keeps as a
+// floor for every time it hands out after: once a round is done, every
+// change anywhere takes a later time than any inode of the layer had
+// (corral_reset).
+static int fine_ctime(const char *dir, int rounds) {
+	char path[4096];
+	struct statx before, after;
+	if (join(path, sizeof(path), dir, "/.ctime-probe") < 0) return 0;
+	for (int i = 0; i < rounds; i++) {
+		if (statx(AT_FDCWD, dir, AT_SYMLINK_NOFOLLOW, STATX_CTIME | STATX_MTIME, &before) < 0) return 0;
+		if (mkdir(path, 0700) < 0) return 0;
+		int moved = statx(AT_FDCWD, dir, AT_SYMLINK_NOFOLLOW, STATX_CTIME | STATX_MTIME, &after) == 0 &&
+		            !same_ctime(&before, &after);
+		if (rmdir(path) < 0 || !moved) return 0;
+	}
+	return 1;
+}
+
+// has_option reports whether the comma-separated list opts holds opt.
+static int has_option(const char *opts, const char *opt) {
+	size_t n = strlen(opt);
+	for (const char *p = opts; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+		if (strncmp(p, opt, n) == 0 && (p[n] == ',' || p[n] == 0)) return 1;
+	return 0;
+}
+
+// xino_on reports whether the topmost mount on mnt, as the mountinfo under
+// proc lists it, has the overlay option xino=on. Without xino an overlay
+// numbers its directories in the order they are first looked up, which a
+// kept layer would pass on from one job to the next. The kernel may turn
+// the asked-for option off (on 32-bit machines, say) without failing the
+// mount, so this reads what it did.
+static int xino_on(const char *proc, const char *mnt) {
+	static char buf[1 << 16];
+	char path[4096];
+	if (join(path, sizeof(path), proc, "/self/mountinfo") < 0) return 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return 0;
+	size_t n = 0;
+	ssize_t r = 0;
+	while (n < sizeof(buf) - 1 && (r = read(fd, buf + n, sizeof(buf) - 1 - n)) != 0) {
+		if (r < 0 && errno == EINTR) continue;
+		if (r < 0) break;
+		n += (size_t)r;
+	}
+	close(fd);
+	if (r != 0) return 0; // a read error, or more than the buffer holds
+	buf[n] = 0;
+	size_t mlen = strlen(mnt);
+	int on = 0;
+	for (char *line = buf; line && *line;) {
+		char *end = strchr(line, '\n');
+		if (end) *end = 0;
+		// Field 5 is the mount point; the super options follow " - ",
+		// the file system type and the source.
+		char *f = line;
+		for (int i = 0; i < 4 && f; i++)
+			if ((f = strchr(f, ' '))) f++;
+		char *sep = f ? strstr(f, " - ") : NULL;
+		if (sep && strncmp(f, mnt, mlen) == 0 && f[mlen] == ' ') {
+			char *o = strchr(sep + 3, ' ');
+			if (o) o = strchr(o + 1, ' ');
+			on = o && has_option(o + 1, "xino=on");
+		}
+		line = end ? end + 1 : NULL;
+	}
+	return on;
 }
 
 // etc_files writes the layer's /etc files into the upper directory.
@@ -201,12 +288,20 @@ static int layer_child(void *arg) {
 	if (a->old_ipc_fd >= 0 && syscall(SYS_setns, a->old_ipc_fd, CLONE_NEWIPC) == 0)
 		a->old_ipc_empty = sysvipc_empty();
 	if (syscall(SYS_unshare, CLONE_NEWIPC) < 0) return layer_fail(a, "layer-namespaces");
-	a->mnt_fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
 	a->ipc_fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
-	if (a->mnt_fd < 0 || a->ipc_fd < 0) return layer_fail(a, "layer-namespaces");
+	if (a->ipc_fd < 0) return layer_fail(a, "layer-namespaces");
+	if (a->keep) {
+		syscall(SYS_exit, 0);
+		return 0;
+	}
+	a->mnt_fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	if (a->mnt_fd < 0) return layer_fail(a, "layer-namespaces");
 
+	// No access times: reading a file or listing a directory changes
+	// nothing a kept layer's stamps would have to catch.
 	snprintf(opts, sizeof(opts), "mode=0755,size=%lld", (long long)a->disk);
-	if (mount("corral-rw", Y->rw, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) return layer_fail(a, "mount-rw");
+	if (mount("corral-rw", Y->rw, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOATIME, opts) < 0)
+		return layer_fail(a, "mount-rw");
 	// Mount points and the directories a job may write are made in the
 	// upper layer, so the overlay never copies up a directory owned by an
 	// id outside the sandbox.
@@ -229,8 +324,21 @@ static int layer_child(void *arg) {
 			return layer_fail(a, "prepare-rw");
 	}
 	if (Y->netc > 0 && etc_files(Y) < 0) return layer_fail(a, "etc-files");
-	if (mount("corral-root", Y->root, "overlay", MS_NOSUID | MS_NODEV, Y->ovl_opts) < 0)
+	a->upper_fd = (int)syscall(SYS_openat, AT_FDCWD, Y->upper, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	a->work_fd = (int)syscall(SYS_openat, AT_FDCWD, Y->work, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (a->upper_fd < 0 || a->work_fd < 0) return layer_fail(a, "prepare-rw");
+	if (mount("corral-root", Y->root, "overlay", MS_NOSUID | MS_NODEV | MS_NOATIME, Y->ovl_opts) < 0)
 		return layer_fail(a, "mount-overlay");
+	if (a->probe) a->xino = xino_on(Y->proc, Y->root);
+	// The overlay marks a directory that is in both the upper directory
+	// and the image (user.overlay.origin, and impure on its parent) the
+	// first time it is looked up: look them up now, so that a job's
+	// lookups change nothing in the layer (corral_reset).
+	for (size_t i = 0; i < sizeof(upper_dirs) / sizeof(upper_dirs[0]) + 1; i++) {
+		const char *sub = i < sizeof(upper_dirs) / sizeof(upper_dirs[0]) ? upper_dirs[i].sub : "/etc";
+		struct stat st;
+		if (join(path, sizeof(path), Y->root, sub) == 0) (void)stat(path, &st);
+	}
 
 	if (join(path, sizeof(path), Y->root, "/proc") < 0 || mount(Y->proc, path, NULL, MS_MOVE, NULL) < 0)
 		return layer_fail(a, "move-proc");
@@ -238,8 +346,13 @@ static int layer_child(void *arg) {
 		return layer_fail(a, "move-dev");
 	snprintf(opts, sizeof(opts), "mode=1777,size=%lld", (long long)a->disk);
 	if (join(path, sizeof(path), Y->root, "/dev/shm") < 0 ||
-	    mount("corral-shm", path, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+	    mount("corral-shm", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOATIME, opts) < 0)
 		return layer_fail(a, "mount-shm");
+	a->shm_fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (a->shm_fd < 0) return layer_fail(a, "mount-shm");
+	// Every inode corral_reset stamps has its times now: move the floor
+	// past them (in the tmpfs's root, which no job reaches).
+	if (a->probe || a->stamp) a->fine_ctime = fine_ctime(Y->rw, a->probe ? 3 : 1);
 	if (chdir(Y->root) < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0) return layer_fail(a, "move-root");
 	a->root_fd = (int)syscall(SYS_openat, AT_FDCWD, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (a->root_fd < 0) return layer_fail(a, "move-root");
@@ -276,14 +389,98 @@ static void spend_ipc(struct corral_loop *L, int fd, int empty) {
 	L->nipc_spent = 0;
 }
 
+// stamp reads what a job could see of the inode at name under dir ("":
+// dir itself).
+static int stamp(int dir, const char *name, struct corral_stamp *o) {
+	struct statx x;
+	// STATX_CTIME|STATX_MTIME (in the basic stats) also tell the kernel
+	// that the times were read: their next change takes a fine-grained
+	// time (fine_ctime).
+	if (statx(dir, name, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT, STATX_BASIC_STATS, &x) < 0)
+		return -1;
+	memset(o, 0, sizeof(*o));
+	o->ino = x.stx_ino;
+	o->size = x.stx_size;
+	o->mode = x.stx_mode;
+	o->uid = x.stx_uid;
+	o->gid = x.stx_gid;
+	o->nlink = x.stx_nlink;
+	o->atime = x.stx_atime.tv_sec;
+	o->atime_ns = x.stx_atime.tv_nsec;
+	o->mtime = x.stx_mtime.tv_sec;
+	o->mtime_ns = x.stx_mtime.tv_nsec;
+	o->ctime = x.stx_ctime.tv_sec;
+	o->ctime_ns = x.stx_ctime.tv_nsec;
+	return 0;
+}
+
+// layer_stamps stamps every inode of the current layer that a job can
+// change, into out: the upper directory and the directories and /etc
+// files the reset made in it, the overlay's work directory, the root of
+// /dev/shm. Any other change needs one of these to change: a new name in
+// a directory changes the directory, and a job reaches no other inode of
+// the layer's tmpfs. Returns how many, or -1.
+static int layer_stamps(const struct corral_loop *L, struct corral_stamp *out) {
+	const struct corral_layer *Y = &L->layer;
+	const struct corral_kept *K = &L->kept;
+	static const char *const upper[] = {"", "proc", "dev", "tmp", "work"};
+	int n = 0;
+	for (size_t i = 0; i < sizeof(upper) / sizeof(upper[0]); i++)
+		if (stamp(K->upper_fd, upper[i], &out[n++]) < 0) return -1;
+	if (Y->netc > 0) {
+		if (Y->netc > CORRAL_MAX_STAMPS - 9) return -1;
+		if (stamp(K->upper_fd, "etc", &out[n++]) < 0) return -1;
+		char path[4096];
+		for (int i = 0; i < Y->netc; i++)
+			if (join(path, sizeof(path), "etc/", Y->etc[i].name) < 0 || stamp(K->upper_fd, path, &out[n++]) < 0)
+				return -1;
+	}
+	if (stamp(K->work_fd, "", &out[n++]) < 0 || stamp(K->work_fd, "work", &out[n++]) < 0 ||
+	    stamp(K->shm_fd, "", &out[n++]) < 0)
+		return -1;
+	return n;
+}
+
+// layer_unchanged reports whether the current layer can serve the next
+// job as it is: it was stamped when built, has disk bytes, and every stamp
+// is as it was.
+static int layer_unchanged(const struct corral_loop *L, int64_t disk) {
+	const struct corral_kept *K = &L->kept;
+	if (K->ok != 1 || K->nstamps == 0 || L->tmpl.mnt_fd < 0 || disk != K->disk) return 0;
+	struct corral_stamp now[CORRAL_MAX_STAMPS];
+	return layer_stamps(L, now) == K->nstamps && memcmp(now, K->stamps, (size_t)K->nstamps * sizeof(now[0])) == 0;
+}
+
+// A layer that its job left exactly as it was built is kept: a new one
+// would be the same, and its making and the old one's teardown are the
+// reset's dearest part (two RCU grace periods, see spend_ipc). What a job
+// can change in a layer is its tmpfs (the upper directory, /tmp and /work
+// in it) and /dev/shm; its mounts need privileges no job has. The layer's
+// stamps, taken when it was built, cover every inode there a job can
+// reach, times of change included, so a file made and removed again
+// shows. That holds only on a kernel whose change times always move once
+// read (fine_ctime); and the overlay must number directories from their
+// real inodes (xino=on, see xino_on), else the numbers would tell the
+// next job which directories the last one looked up. The first reset
+// finds both out; without them no layer is kept. The mounts have no
+// access times. The IPC namespace is always new.
 int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	struct corral_spawn *t = &L->tmpl;
-	// The old layer: its namespace, and every mount in it, goes with the
-	// last of these (every job process is dead by now). Its IPC namespace
-	// waits for the layer child, which looks into it (spend_ipc).
-	close_fd(&t->mnt_fd);
-	close_fd(&t->landlock_fd);
-	close_fd(&L->root_fd);
+	struct corral_kept *K = &L->kept;
+	int keep = layer_unchanged(L, disk);
+	if (!keep) {
+		// The old layer: its namespace, and every mount in it, goes with
+		// the last of these (every job process is dead by now).
+		close_fd(&t->mnt_fd);
+		close_fd(&t->landlock_fd);
+		close_fd(&L->root_fd);
+		close_fd(&K->upper_fd);
+		close_fd(&K->work_fd);
+		close_fd(&K->shm_fd);
+		K->nstamps = 0;
+	}
+	// The old IPC namespace waits for the layer child, which looks into
+	// it (spend_ipc).
 	int old_ipc = t->ipc_fd;
 	t->ipc_fd = -1;
 
@@ -297,13 +494,27 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 		}
 		layer_stack = p;
 	}
-	struct layer_args a = {&L->layer, disk, old_ipc, -1, -1, -1, -1, 0, 0, NULL};
+	struct layer_args a = {
+		.Y = &L->layer,
+		.disk = disk,
+		.old_ipc_fd = old_ipc,
+		.keep = keep,
+		.probe = !keep && K->ok < 0 && L->layer.keep,
+		.stamp = !keep && K->ok == 1,
+		.mnt_fd = -1,
+		.ipc_fd = -1,
+		.root_fd = -1,
+		.landlock_fd = -1,
+		.upper_fd = -1,
+		.work_fd = -1,
+		.shm_fd = -1,
+	};
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	// No SIGCHLD: the init's reaper never sees this child; __WCLONE reaps it.
 	int pid = clone(layer_child, layer_stack + LAYER_STACK_SIZE,
-	                CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNS, &a);
+	                CLONE_VM | CLONE_VFORK | CLONE_FILES | (keep ? 0 : CLONE_NEWNS), &a);
 	int err = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (pid < 0) {
@@ -318,15 +529,29 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 		close_fd(&a.ipc_fd);
 		close_fd(&a.root_fd);
 		close_fd(&a.landlock_fd);
+		close_fd(&a.upper_fd);
+		close_fd(&a.work_fd);
+		close_fd(&a.shm_fd);
 		*step = a.step;
 		return -a.err;
 	}
-	t->mnt_fd = a.mnt_fd;
 	t->ipc_fd = a.ipc_fd;
+	if (keep) return 1;
+	t->mnt_fd = a.mnt_fd;
 	t->landlock_fd = a.landlock_fd;
 	// landlock_restrict_self's flags stay 0: landlockConfig asks for none
 	// of go-landlock's logging options.
 	t->landlock_flags = 0;
 	L->root_fd = a.root_fd;
+	K->upper_fd = a.upper_fd;
+	K->work_fd = a.work_fd;
+	K->shm_fd = a.shm_fd;
+	K->disk = disk;
+	if (a.probe) K->ok = a.fine_ctime && a.xino;
+	else if (!L->layer.keep) K->ok = 0;
+	if (K->ok == 1 && a.fine_ctime) {
+		int n = layer_stamps(L, K->stamps);
+		K->nstamps = n > 0 ? n : 0;
+	}
 	return 0;
 }

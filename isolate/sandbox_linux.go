@@ -51,6 +51,7 @@ type Sandbox struct {
 	pipes  *outputPipes
 	spent  []*os.File
 	broken error // set when the init is gone or out of step
+	resets ResetStats
 	done   chan struct{}
 	closed bool
 }
@@ -184,6 +185,7 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		UID:          JobUID,
 		GID:          JobGID,
 		EtcFiles:     cfg.EtcFiles,
+		FreshLayers:  cfg.FreshLayers,
 	}}, nil)
 	if err != nil {
 		return nil, err
@@ -380,6 +382,10 @@ func (s *Sandbox) Reset(ctx context.Context, diskBytes int64) error {
 		ready = m
 	}
 	s.disk = diskBytes
+	s.resets.Resets++
+	if r := ready.Ready; r != nil && r.Kept {
+		s.resets.Kept++
+	}
 	// The next process counts from the last one's closing counters, but
 	// with the memory the reset freed: read again, by the init before it
 	// prepared that process (the ready reply says so), else here, before
@@ -406,6 +412,13 @@ func (s *Sandbox) Reset(ctx context.Context, diskBytes int64) error {
 	}
 	s.preparePipes()
 	return nil
+}
+
+// ResetStats returns the sandbox's reset counts.
+func (s *Sandbox) ResetStats() ResetStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resets
 }
 
 // Close kills everything in the sandbox and removes its cgroup and stage

@@ -44,7 +44,7 @@ func testLower(t testing.TB) (lower, runDir string) {
 	}
 	lower = filepath.Join(base, "lower")
 	runDir = filepath.Join(base, "run")
-	for _, d := range []string{"bin", "etc", "tmp", "work", "proc", "dev", runDir} {
+	for _, d := range []string{"bin", "etc", "tmp", "work", "proc", "dev"} {
 		if err := os.MkdirAll(filepath.Join(lower, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -83,9 +83,17 @@ func newTestSandbox(t testing.TB) *Sandbox {
 // newSandboxOn starts a sandbox on one layer, closed when the test ends.
 func newSandboxOn(t testing.TB, lower, runDir string) *Sandbox {
 	t.Helper()
+	return newSandboxWith(t, Config{Lower: []string{lower}, RunDir: runDir})
+}
+
+// newSandboxWith starts a sandbox with cfg, logging to the test, in the
+// tests' cgroup; closed when the test ends.
+func newSandboxWith(t testing.TB, cfg Config) *Sandbox {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sb, err := New(ctx, Config{Lower: []string{lower}, RunDir: runDir, Log: testLog{t}, CgroupParent: testCgroupParent})
+	cfg.Log, cfg.CgroupParent = testLog{t}, testCgroupParent
+	sb, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -212,6 +220,10 @@ func TestDecodeReply(t *testing.T) {
 	ne.PutUint64(ready[8:], 123456)
 	if m, ok := decodeReply(ready); !ok || m.Kind != msgReady || *m.Ready != (readyReport{Parked: true, MemoryUsage: 123456}) {
 		t.Fatalf("ready, parked: %v %+v", ok, m)
+	}
+	ready[1] = readyParked | readyKept
+	if m, ok := decodeReply(ready); !ok || m.Kind != msgReady || *m.Ready != (readyReport{Kept: true, Parked: true, MemoryUsage: 123456}) {
+		t.Fatalf("ready, kept and parked: %v %+v", ok, m)
 	}
 	// JSON, a short packet and an unknown tag are not binary replies.
 	for _, b := range [][]byte{[]byte(`{"kind":"ready"}`), exited[:16], exited[:exitedReplySize-1], append([]byte{0x85}, exited[1:]...), ready[:8], append([]byte{0x84}, ready[1:]...)} {

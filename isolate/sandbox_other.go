@@ -27,6 +27,9 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 // Reset returns ErrUnsupported.
 func (s *Sandbox) Reset(ctx context.Context, diskBytes int64) error { return ErrUnsupported }
 
+// ResetStats returns zero counts.
+func (s *Sandbox) ResetStats() ResetStats { return ResetStats{} }
+
 // Close does nothing.
 func (s *Sandbox) Close() error { return nil }
 

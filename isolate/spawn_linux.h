@@ -88,6 +88,34 @@ struct corral_layer {
 	int ll_abi;
 	uint64_t ll_handled_fs, ll_scoped, ll_ro, ll_rw;
 	int64_t disk; // the size of a layer made without a reset packet (Config.DiskBytes)
+	int keep;     // a layer its job left as built may serve the next (Config.FreshLayers unset)
+};
+
+// A writable inode of a layer as statx shows it: what a job could see of
+// it. Two equal stamps, change times included, mean the inode is as it
+// was (see corral_reset).
+struct corral_stamp {
+	uint64_t ino, size;
+	uint32_t mode, uid, gid, nlink;
+	int64_t atime, mtime, ctime;
+	uint32_t atime_ns, mtime_ns, ctime_ns, pad;
+};
+#define CORRAL_MAX_STAMPS 40
+
+// The current layer, as corral_reset needs it to tell whether its job
+// left it as built.
+struct corral_kept {
+	// ok: -1 not yet known (the first layer's child probes the kernel),
+	// 0 never kept (Config.FreshLayers, or the kernel cannot tell), 1
+	// kept when unchanged.
+	int ok;
+	int64_t disk; // the size of the layer's tmpfs
+	// O_PATH fds of the overlay's upper and work directories and of
+	// /dev/shm's root, and their inodes' stamps when the layer was built
+	// (nstamps 0: not to be kept).
+	int upper_fd, work_fd, shm_fd;
+	int nstamps;
+	struct corral_stamp stamps[CORRAL_MAX_STAMPS];
 };
 
 // corral_reset replaces the writable layer (reset_linux.c): it drops the
@@ -96,8 +124,10 @@ struct corral_layer {
 // and the /etc files, the overlay over the image and the job root's /proc,
 // /dev and /dev/shm, all in its namespace only, and makes the layer's
 // Landlock ruleset. The new namespaces and ruleset replace the old ones in
-// L->tmpl, the job root's fd L->root_fd. Returns 0, or -errno and the
-// failed step's name.
+// L->tmpl, the job root's fd L->root_fd. A layer that its job left exactly
+// as it was built (same size, every writable inode's stamp unchanged) is
+// kept: only its IPC namespace is new. Returns 0 for a new layer, 1 for a
+// kept one, or -errno and the failed step's name.
 struct corral_loop;
 int corral_reset(struct corral_loop *L, int64_t disk, const char **step);
 
@@ -226,6 +256,7 @@ struct corral_reset_pkt {
 // the next process (corral_park), after reading the job cgroup's memory
 // usage, memory_usage: the usage that process counts from.
 #define CORRAL_READY_PARKED 1
+#define CORRAL_READY_KEPT 2 // the reset kept the layer (corral_reset)
 struct corral_ready_reply {
 	uint8_t tag, flags, pad[6];
 	int64_t memory_usage;
@@ -330,6 +361,7 @@ struct corral_loop {
 	// together once CORRAL_IPC_BATCH wait (see corral_reset).
 	int ipc_spent[CORRAL_IPC_BATCH];
 	int nipc_spent;
+	struct corral_kept kept;
 };
 
 

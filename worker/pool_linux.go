@@ -38,6 +38,9 @@ type PoolConfig struct {
 	EtcFiles map[string][]byte
 	// CPUs is each sandbox's CPU bandwidth. Default 1.
 	CPUs float64
+	// FreshLayers builds a new writable layer after every job, even one
+	// that left its layer exactly as it was built (isolate.Config).
+	FreshLayers bool
 	// Log receives pool events. Default: none.
 	Log *zap.Logger
 }
@@ -80,7 +83,7 @@ type sandboxPool struct {
 	changed chan struct{}
 
 	// What the pool did, for PoolStats.
-	created, createNs, reset, resetNs atomic.Int64
+	created, createNs, reset, resetNs, resetKept atomic.Int64
 }
 
 func newSandboxPool(cfg PoolConfig) (*sandboxPool, error) {
@@ -219,6 +222,7 @@ func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int) (*
 		CPUs:         p.cfg.CPUs,
 		CgroupParent: p.cfg.CgroupParent,
 		EtcFiles:     p.cfg.EtcFiles,
+		FreshLayers:  p.cfg.FreshLayers,
 	})
 	if err != nil {
 		release()
@@ -246,6 +250,7 @@ func (p *sandboxPool) put(ps *pooled, healthy bool) {
 	go func() {
 		defer p.resets.Done()
 		start := time.Now()
+		kept := ps.ResetStats().Kept
 		if err := ps.Reset(context.Background(), p.cfg.DiskBytes); err != nil {
 			p.cfg.Log.Warn("sandbox reset failed", zap.String("sandbox", ps.ID()), zap.Error(err))
 			p.put(ps, false)
@@ -253,6 +258,9 @@ func (p *sandboxPool) put(ps *pooled, healthy bool) {
 		}
 		p.reset.Add(1)
 		p.resetNs.Add(int64(time.Since(start)))
+		if ps.ResetStats().Kept > kept {
+			p.resetKept.Add(1)
+		}
 		ps.disk = p.cfg.DiskBytes
 		p.mu.Lock()
 		if p.closed {

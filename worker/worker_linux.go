@@ -312,6 +312,7 @@ type PoolStats struct {
 	Created    int64         // sandboxes made
 	CreateTime time.Duration // the time all of them took
 	Resets     int64         // sandboxes reset after a job
+	ResetsKept int64         // of those, resets that kept the layer the job left unchanged
 	ResetTime  time.Duration // the time all resets took
 }
 
@@ -322,6 +323,7 @@ func (w *Worker) PoolStats() PoolStats {
 		Created:    p.created.Load(),
 		CreateTime: time.Duration(p.createNs.Load()),
 		Resets:     p.reset.Load(),
+		ResetsKept: p.resetKept.Load(),
 		ResetTime:  time.Duration(p.resetNs.Load()),
 	}
 }

@@ -58,7 +58,7 @@ var benchPayloads = map[string]func() *jobs.Job{
 }
 
 func cmdBench(ctx context.Context, args []string) error {
-	fs := newFlagSet("bench", "corral bench [--nats URL | --embedded] [--jobs N] [--inflight K] [--slots S] [--payload true|echo|python|compile-c] [--floor [--rounds R]] [--json] [--cpuprofile FILE]",
+	fs := newFlagSet("bench", "corral bench [--nats URL | --embedded] [--jobs N] [--inflight K] [--slots S] [--payload true|echo|python|compile-c] [--floor [--rounds R]] [--fresh-layers] [--json] [--cpuprofile FILE]",
 		`Measures throughput and latency of jobs end to end: publishes N jobs (after
 20 warm-up jobs) keeping K in flight and reports jobs/s, publish-to-result
 latency percentiles, the queue/setup/run split from the results (and of
@@ -89,6 +89,7 @@ its share of the floor, and judges by the median round.`)
 	timeout := fs.Duration("timeout", 2*time.Minute, "longest wait for one job's result")
 	asJSON := fs.Bool("json", false, "print one JSON object with every number")
 	verbose := fs.Bool("v", false, "log the embedded worker's events")
+	freshLayers := fs.Bool("fresh-layers", false, "the embedded worker builds a new writable layer after every job, as 'corral worker --fresh-layers' (default: a layer the job left unchanged serves the next job)")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
@@ -127,7 +128,7 @@ its share of the floor, and judges by the median round.`)
 	var poolStats func() worker.PoolStats
 	if url == "" {
 		var err error
-		url, stopEmbedded, poolStats, err = startBenchEmbedded(ctx, *data, *image, *queue, *slots, *verbose)
+		url, stopEmbedded, poolStats, err = startBenchEmbedded(ctx, *data, *image, *queue, *slots, *freshLayers, *verbose)
 		if err != nil {
 			return err
 		}
@@ -317,7 +318,7 @@ its share of the floor, and judges by the median round.`)
 
 // startBenchEmbedded starts a NATS server with JetStream on a random local
 // port with a temporary store, and a worker on it, as `corral up` does.
-func startBenchEmbedded(ctx context.Context, data, image, queue string, slots int, verbose bool) (url string, stop func(), pool func() worker.PoolStats, err error) {
+func startBenchEmbedded(ctx context.Context, data, image, queue string, slots int, freshLayers, verbose bool) (url string, stop func(), pool func() worker.PoolStats, err error) {
 	store, err := rootfs.OpenStore(data)
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("image store %s: %w (build the default image with 'corral image default --data %s')", data, err, data)
@@ -386,6 +387,7 @@ func startBenchEmbedded(ctx context.Context, data, image, queue string, slots in
 	// command line would.
 	wf := addWorkerFlags(flag.NewFlagSet("bench-worker", flag.ContinueOnError))
 	*wf.data, *wf.slots, *wf.image, *wf.verbose = data, slots, image, verbose
+	*wf.freshLayers = freshLayers
 	*wf.grace = 10 * time.Second
 	wf.queues = listFlag{queue}
 	w, cleanup, err := wf.startWorker(ctx, wnc, log)
@@ -631,11 +633,12 @@ type benchSandboxes struct {
 	Created      int64   `json:"created"`
 	CreateMsMean float64 `json:"create_ms_mean"`
 	Resets       int64   `json:"resets"`
+	ResetsKept   int64   `json:"resets_kept"` // resets that kept the layer the job left unchanged
 	ResetMsMean  float64 `json:"reset_ms_mean"`
 }
 
 func sandboxesReport(s worker.PoolStats) *benchSandboxes {
-	b := &benchSandboxes{Created: s.Created, Resets: s.Resets}
+	b := &benchSandboxes{Created: s.Created, Resets: s.Resets, ResetsKept: s.ResetsKept}
 	if s.Created > 0 {
 		b.CreateMsMean = round3(float64(s.CreateTime) / 1e6 / float64(s.Created))
 	}
@@ -1236,8 +1239,8 @@ func (r *benchReport) print(w io.Writer) {
 		}
 	}
 	if sb := r.Sandboxes; sb != nil {
-		fmt.Fprintf(tw, "sandboxes\t%d created cold, %.1f ms each; %d resets, %.2f ms each (both off the jobs' path)\n",
-			sb.Created, sb.CreateMsMean, sb.Resets, sb.ResetMsMean)
+		fmt.Fprintf(tw, "sandboxes\t%d created cold, %.1f ms each; %d resets (%d kept an unchanged layer), %.2f ms each (both off the jobs' path)\n",
+			sb.Created, sb.CreateMsMean, sb.Resets, sb.ResetsKept, sb.ResetMsMean)
 	}
 	if f := r.Floor; f != nil {
 		fmt.Fprintf(tw, "floor\tvfork+exec /bin/true, %d runs in %d threads: %.1f runs/s, p50 %.3f ms, p99 %.3f ms\n", f.Runs, f.Threads, f.RunsPerS, f.LatencyMs.P50, f.LatencyMs.P99)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -51,6 +52,18 @@ func TestBenchEmbedded(t *testing.T) {
 	// 3 sandboxes (2 slots and a spare) made cold.
 	if sb := rep.Sandboxes; sb == nil || sb.Created < 3 || sb.CreateMsMean <= 0 || sb.Resets < 40 || sb.ResetMsMean <= 0 {
 		t.Errorf("sandboxes = %+v", rep.Sandboxes)
+	} else {
+		// /bin/true changes nothing: every layer is kept, where the
+		// kernel has multigrain timestamps (6.13); none before.
+		var major, minor int
+		fmt.Sscanf(rep.Machine.Kernel, "Linux %d.%d", &major, &minor)
+		want := int64(0)
+		if major > 6 || major == 6 && minor >= 13 {
+			want = sb.Resets
+		}
+		if sb.ResetsKept != want {
+			t.Errorf("%d of %d resets kept the layer on %s, want %d", sb.ResetsKept, sb.Resets, rep.Machine.Kernel, want)
+		}
 	}
 	if f := rep.Floor; f == nil || f.Runs != 30 || f.Threads != 2 || f.RunsPerS <= 0 || f.LatencyMs.P50 <= 0 || f.GoExec.RunsPerS <= 0 || f.RatioJobsPerS <= 0 {
 		t.Errorf("floor = %+v", rep.Floor)
@@ -60,8 +73,9 @@ func TestBenchEmbedded(t *testing.T) {
 		t.Errorf("machine = %+v", m)
 	}
 
-	// --rounds 3: the jobs in three rounds, each followed by its floor.
-	stdout, stderr, code = corral(t, "bench", "--embedded", "--data", data, "--jobs", "31", "--slots", "2", "--json", "--floor", "--rounds", "3")
+	// --rounds 3: the jobs in three rounds, each followed by its floor;
+	// --fresh-layers: no layer kept.
+	stdout, stderr, code = corral(t, "bench", "--embedded", "--data", data, "--jobs", "31", "--slots", "2", "--json", "--floor", "--rounds", "3", "--fresh-layers")
 	if code != 0 {
 		t.Fatalf("bench --rounds exited %d:\n%s\n%s", code, stdout, stderr)
 	}
@@ -88,6 +102,9 @@ func TestBenchEmbedded(t *testing.T) {
 	}
 	if rep.CPU == nil || !rep.CPU.Available || rep.CPU.TotalMsPerJob <= 0 {
 		t.Errorf("--rounds cpu = %+v", rep.CPU)
+	}
+	if sb := rep.Sandboxes; sb == nil || sb.Resets < 40 || sb.ResetsKept != 0 {
+		t.Errorf("--fresh-layers: sandboxes = %+v, want no reset keeping a layer", rep.Sandboxes)
 	}
 }
 

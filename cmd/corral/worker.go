@@ -44,6 +44,7 @@ type workerFlags struct {
 	egressRate   *string
 	warmEgress   *int
 	goProcs      *int
+	freshLayers  *bool
 }
 
 func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
@@ -65,6 +66,7 @@ func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
 	wf.warmEgress = fs.Int("warm-egress", 0, "with --egress, keep N warm sandboxes with their network attached (egress jobs then pay no network setup)")
 	wf.egressRate = fs.String("egress-rate", "", "per-sandbox upload rate limit in bits/s, e.g. 10M (default: none)")
 	wf.goProcs = fs.Int("go-procs", 0, "threads running this process's Go code at once (GOMAXPROCS; default: one per 4 slots, at most one per CPU; the GOMAXPROCS environment variable wins). The jobs run in their sandboxes and do not need them")
+	wf.freshLayers = fs.Bool("fresh-layers", false, "build a new writable layer after every job, even one that changed no file in it (default: such a layer, checked inode by inode, serves the next job with a new IPC namespace; see docs/sandbox.md)")
 	wf.verbose = fs.Bool("v", false, "log each sandbox and more")
 	return wf
 }
@@ -95,6 +97,8 @@ type fileConfig struct {
 	Slots int            `json:"slots"`
 	Spare int            `json:"spare"`
 	Warm  map[string]int `json:"warm"`
+	// FreshLayers: a new writable layer after every job (--fresh-layers).
+	FreshLayers bool `json:"fresh_layers"`
 	// Consumer settings of every queue's consumer (used when the worker
 	// creates it): ack_wait_ms, max_deliver, max_ack_pending.
 	Consumer struct {
@@ -132,6 +136,7 @@ func (wf *workerFlags) workerConfig(log *zap.Logger) (worker.Config, error) {
 		cfg.Slots = fc.Slots
 		cfg.Spare = fc.Spare
 		cfg.Warm = fc.Warm
+		cfg.Pool.FreshLayers = fc.FreshLayers
 		cfg.Consumer = worker.ConsumerConfig{
 			AckWait:       time.Duration(fc.Consumer.AckWaitMs) * time.Millisecond,
 			MaxDeliver:    fc.Consumer.MaxDeliver,
@@ -180,6 +185,9 @@ func (wf *workerFlags) workerConfig(log *zap.Logger) (worker.Config, error) {
 			cfg.Warm = map[string]int{}
 		}
 		cfg.Warm[img] = count
+	}
+	if *wf.freshLayers {
+		cfg.Pool.FreshLayers = true
 	}
 	cfg.Grace = *wf.grace
 	cfg.Version = version
