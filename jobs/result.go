@@ -188,6 +188,11 @@ type stepResultJSON struct {
 // stderr_b64 (the _b64 one when it is set; both set is a caller's mistake
 // and the text is then dropped), and every always-present field.
 func (r StepResult) MarshalJSON() ([]byte, error) {
+	return json.Marshal(r.wire())
+}
+
+// wire returns the step as it is marshalled.
+func (r StepResult) wire() stepResultJSON {
 	w := stepResultJSON{
 		Name:             r.Name,
 		Status:           r.Status,
@@ -201,7 +206,7 @@ func (r StepResult) MarshalJSON() ([]byte, error) {
 	}
 	w.Stdout, w.StdoutB64 = oneOf(r.Stdout, r.StdoutB64)
 	w.Stderr, w.StderrB64 = oneOf(r.Stderr, r.StderrB64)
-	return json.Marshal(w)
+	return w
 }
 
 // CollectedFile is a file copied out of the sandbox after the last step. In
@@ -250,11 +255,16 @@ type collectedFileJSON struct {
 // MarshalJSON writes exactly one of object, content_b64 and content, in that
 // order of preference.
 func (f CollectedFile) MarshalJSON() ([]byte, error) {
+	return json.Marshal(f.wire())
+}
+
+// wire returns the file as it is marshalled.
+func (f CollectedFile) wire() collectedFileJSON {
 	w := collectedFileJSON{Path: f.Path, Size: f.Size, Object: f.Object}
 	if f.Object == "" {
 		w.Content, w.ContentB64 = oneOf(f.Content, f.ContentB64)
 	}
-	return json.Marshal(w)
+	return w
 }
 
 // WorkerInfo identifies the worker that produced a result.
@@ -316,14 +326,41 @@ type Result struct {
 	Labels map[string]string `json:"labels,omitempty"`
 }
 
-// MarshalJSON writes steps as [] rather than null when there are none.
+// resultJSON is Result as it is marshalled, field for field, with the
+// steps and files in their wire forms. Those have no MarshalJSON method:
+// encoding/json scans and compacts again whatever a MarshalJSON returns,
+// a second pass over every byte of every step's output.
+type resultJSON struct {
+	ID      string              `json:"id"`
+	Queue   string              `json:"queue"`
+	Status  Status              `json:"status"`
+	Steps   []stepResultJSON    `json:"steps"`
+	Files   []collectedFileJSON `json:"files,omitempty"`
+	Error   string              `json:"error"`
+	Attempt int                 `json:"attempt"`
+	Worker  WorkerInfo          `json:"worker"`
+	Timing  Timing              `json:"timing"`
+	Labels  map[string]string   `json:"labels,omitempty"`
+}
+
+// MarshalJSON writes steps as [] rather than null when there are none,
+// and each step and file as its own MarshalJSON does.
 func (r Result) MarshalJSON() ([]byte, error) {
-	type plain Result // no methods: no recursion
-	p := plain(r)
-	if p.Steps == nil {
-		p.Steps = []StepResult{}
+	w := resultJSON{
+		ID: r.ID, Queue: r.Queue, Status: r.Status, Error: r.Error,
+		Attempt: r.Attempt, Worker: r.Worker, Timing: r.Timing, Labels: r.Labels,
+		Steps: make([]stepResultJSON, len(r.Steps)),
 	}
-	return json.Marshal(p)
+	for i := range r.Steps {
+		w.Steps[i] = r.Steps[i].wire()
+	}
+	if len(r.Files) > 0 {
+		w.Files = make([]collectedFileJSON, len(r.Files))
+		for i := range r.Files {
+			w.Files[i] = r.Files[i].wire()
+		}
+	}
+	return json.Marshal(w)
 }
 
 // FinalStatus returns the status of a job whose steps ended as given: that

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -287,4 +288,55 @@ func TestSucceeded(t *testing.T) {
 			t.Errorf("%+v: Succeeded = %v", tt.r, got)
 		}
 	}
+}
+
+// TestResultJSONFields: resultJSON, Result's wire form, has every field of
+// Result, in the same order, with the same JSON name and options.
+func TestResultJSONFields(t *testing.T) {
+	rt, wt := reflect.TypeFor[Result](), reflect.TypeFor[resultJSON]()
+	if rt.NumField() != wt.NumField() {
+		t.Fatalf("Result has %d fields, resultJSON %d", rt.NumField(), wt.NumField())
+	}
+	for i := range rt.NumField() {
+		rf, wf := rt.Field(i), wt.Field(i)
+		if rf.Name != wf.Name || rf.Tag.Get("json") != wf.Tag.Get("json") {
+			t.Errorf("field %d: Result.%s `json:%q`, resultJSON.%s `json:%q`", i, rf.Name, rf.Tag.Get("json"), wf.Name, wf.Tag.Get("json"))
+		}
+	}
+}
+
+// BenchmarkResultMarshal encodes a job's result, as the worker does for
+// every job: that of /bin/true, and one with 64 KiB of output.
+func BenchmarkResultMarshal(b *testing.B) {
+	now := time.Date(2026, 11, 26, 3, 0, 0, 123456789, time.UTC)
+	r := Result{
+		ID: "job-0123456789", Queue: DefaultQueue, Status: StatusOK,
+		Steps: []StepResult{{
+			Name: "step-1", Status: StatusOK,
+			Usage: Usage{CPUTimeMs: 0.412, UserMs: 0, SysMs: 0.412, WallTimeMs: 2.183, MemoryPeakBytes: 425984},
+		}},
+		Attempt: 1,
+		Worker:  WorkerInfo{Host: "corral-1", Version: "dev"},
+		Timing: Timing{
+			EnqueuedAt: now, StartedAt: now.Add(210 * time.Microsecond), FinishedAt: now.Add(2600 * time.Microsecond),
+			QueueMs: 0.21, SetupMs: 0.03,
+		},
+	}
+	b.Run("true", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := r.MarshalJSON(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	big := r
+	big.Steps = []StepResult{r.Steps[0]}
+	big.Steps[0].Stdout = strings.Repeat("0123456789 abcdef\n", 64<<10/18)
+	b.Run("stdout-64KiB", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := big.MarshalJSON(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
