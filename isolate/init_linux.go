@@ -464,12 +464,15 @@ func (in *initProc) setLayer() {
 	for i := range lower {
 		lower[i] = stageLower + "/" + strconv.Itoa(i)
 	}
-	// xino=on: the overlay numbers directories from their real inodes,
-	// not in the order they are looked up (see corral_reset).
-	y.ovl_opts = C.CString("lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + stageRW + "/upper,workdir=" + stageRW + "/work,userxattr,xino=on")
+	opts := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + stageRW + "/upper,workdir=" + stageRW + "/work,userxattr"
 	if !cfg.FreshLayers {
+		// xino=on: the overlay numbers directories from their real
+		// inodes, not in the order they are looked up, as a layer that
+		// may be kept needs (see corral_reset).
+		opts += ",xino=on"
 		y.keep = 1
 	}
+	y.ovl_opts = C.CString(opts)
 	y.uid, y.gid = C.uint32_t(cfg.UID), C.uint32_t(cfg.GID)
 	y.disk = C.int64_t(cfg.DiskBytes)
 	if n := len(cfg.EtcFiles); n > 0 {

@@ -113,6 +113,9 @@ func TestResetKeepsUnchangedLayer(t *testing.T) {
 	if st := sb.ResetStats(); st.Kept < 3 {
 		t.Errorf("ResetStats %+v: want at least 3 kept", st)
 	}
+	if r := run(t, sb, jobs.Limits{}, "grep", "-c", "xino=on", "/proc/self/mountinfo"); r.Stdout != "1\n" {
+		t.Errorf("the job root's overlay: xino=on %q times, want once", r.Stdout)
+	}
 
 	changes := []string{
 		"touch /tmp/a",
@@ -182,5 +185,11 @@ func TestFreshLayers(t *testing.T) {
 	}
 	if st := sb.ResetStats(); st.Kept != 0 || st.Resets != 4 {
 		t.Errorf("ResetStats %+v, want 4 resets, none kept", st)
+	}
+	// Without kept layers the overlay needs no xino: image files keep
+	// their own inode numbers.
+	r := run(t, sb, jobs.Limits{}, "sh", "-c", "grep -c xino=on /proc/self/mountinfo; stat -c %i /bin/busybox")
+	if f := strings.Fields(r.Stdout); len(f) != 2 || f[0] != "0" || len(f[1]) > 10 {
+		t.Errorf("with FreshLayers: %q %q, want no xino and a small inode number", r.Stdout, r.Stderr)
 	}
 }
