@@ -47,6 +47,9 @@ const hostileSrc = `#define _GNU_SOURCE
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <sys/file.h>
 
 static const char *en(int e) {
 	switch (e) {
@@ -160,6 +163,23 @@ int main(int argc, char **argv) {
 		report("semget", semget(4243, 1, IPC_CREAT | 0666));
 	} else if (!strcmp(s, "msgcreate")) {
 		report("msgget", msgget(4244, IPC_CREAT | 0666));
+	} else if (!strcmp(s, "xattrflip") && argc > 2) {
+		/* Set a user xattr and take it away again. */
+		report("setxattr", setxattr(argv[2], "user.corral", "x", 1, 0));
+		report("removexattr", removexattr(argv[2], "user.corral"));
+	} else if (!strcmp(s, "timesback") && argc > 2) {
+		/* Change a file's times and put them back exactly. */
+		struct stat st;
+		if (stat(argv[2], &st) < 0) { report("stat", -1); return 1; }
+		struct timespec later[2] = {{st.st_atim.tv_sec + 100, 0}, {st.st_mtim.tv_sec + 100, 0}};
+		report("utimensat", utimensat(AT_FDCWD, argv[2], later, 0));
+		struct timespec back[2] = {st.st_atim, st.st_mtim};
+		report("utimensat-back", utimensat(AT_FDCWD, argv[2], back, 0));
+	} else if (!strcmp(s, "locks") && argc > 2) {
+		/* Locks change no inode: they go with the process. */
+		int fd = open(argv[2], O_RDONLY | O_DIRECTORY);
+		if (fd < 0) { report("open", -1); return 1; }
+		report("flock", flock(fd, LOCK_EX));
 	} else if (!strcmp(s, "shmcheck")) {
 		puts(shmget(4242, 4096, 0) >= 0 ? "shm present" : "shm absent");
 	} else {

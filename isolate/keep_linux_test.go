@@ -193,3 +193,42 @@ func TestFreshLayers(t *testing.T) {
 		t.Errorf("with FreshLayers: %q %q, want no xino and a small inode number", r.Stdout, r.Stderr)
 	}
 }
+
+// TestResetKeepHostile: what the hostile helper can do to a layer without
+// busybox's tools. Setting an xattr and taking it away again, or changing
+// a directory's times and setting them back exactly, still changes its
+// change time: the next job gets a new layer. A lock changes nothing.
+func TestResetKeepHostile(t *testing.T) {
+	if tool, why := hostileTool(t); tool == "" {
+		t.Skip(why)
+	}
+	if !fineCtimeKernel(t) {
+		t.Skip("kernel before 6.13: no layer is kept (TestResetKeepsUnchangedLayer checks)")
+	}
+	sb := hostileSandbox(t)
+	for _, c := range []struct {
+		args []string
+		want string
+		kept bool
+	}{
+		{[]string{"locks", "/work"}, "flock ok\n", true},
+		{[]string{"xattrflip", "/work"}, "setxattr ok\nremovexattr ok\n", false},
+		{[]string{"timesback", "/work"}, "utimensat ok\nutimensat-back ok\n", false},
+		{[]string{"xattrflip", "/tmp"}, "setxattr EPERM\nremovexattr EPERM\n", true},
+	} {
+		r := run(t, sb, jobs.Limits{}, append([]string{"hostile"}, c.args...)...)
+		if r.Stdout != c.want {
+			t.Errorf("%v: %q %q, want %q", c.args, r.Stdout, r.Stderr, c.want)
+		}
+		before := sb.ResetStats().Kept
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := sb.Reset(ctx, 0)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kept := sb.ResetStats().Kept > before; kept != c.kept {
+			t.Errorf("%v: the reset kept the layer: %v, want %v", c.args, kept, c.kept)
+		}
+	}
+}
