@@ -45,8 +45,9 @@ type Config struct {
 	// FreshLayers makes every Reset build a new writable layer. By
 	// default a layer that the job left exactly as it was built (no file
 	// made, changed or removed, checked inode by inode with the kernel's
-	// change times) serves the next job, with a new IPC namespace: see
-	// docs/sandbox.md, "Keeping an unchanged layer". FreshLayers also
+	// change times) serves the next job, and so does its IPC namespace
+	// when no job process made a System V IPC call: see docs/sandbox.md,
+	// "Keeping an unchanged layer". FreshLayers also
 	// leaves the overlay's xino off, which such layers need and which
 	// gives image files inode numbers above 2^32.
 	FreshLayers bool

@@ -72,10 +72,12 @@
 // be closed with others (one RCU grace period for several). A layer that
 // its job left exactly as it was built (every writable inode's statx
 // stamp, change time included, as when it was built; the kernel's
-// multigrain timestamps make a change always move it) is kept, with only
-// a new IPC namespace, unless Config.FreshLayers; docs/sandbox.md says
-// why that is sound. The init reaches the job root through an O_PATH fd,
-// to write and collect the job's files.
+// multigrain timestamps make a change always move it) is kept, unless
+// Config.FreshLayers. The IPC namespace is new only after a job that made
+// a System V call, which the zygote's seccomp filter reports to the init
+// as a user notification. docs/sandbox.md says why both are sound. The
+// init reaches the job root through an O_PATH fd, to write and collect
+// the job's files.
 //
 // # The job's process
 //

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -81,6 +82,7 @@ func RunInit() {
 	loop.tmpl.cgns_fd = -1
 	loop.zy_profile = -1
 	loop.zy.cgns_fd = -1
+	loop.zy.listener = -1
 	loop.root_fd = -1
 	loop.usage_fd = -1
 	loop.kept.ok = -1
@@ -134,6 +136,9 @@ type initProc struct {
 	// The current writable layer's mount and IPC namespaces and Landlock
 	// ruleset, which every job process joins and restricts itself with,
 	// live in loop.tmpl (-1: none).
+	// zygoteFilter is the zygote's variant of the default profile (a
+	// struct sock_fprog in C memory; nil: none, the plain one).
+	zygoteFilter unsafe.Pointer
 }
 
 func (in *initProc) send(m *message) error { return in.sendFds(m, nil) }
@@ -220,14 +225,11 @@ func (in *initProc) serve() error {
 		if int(lp.nprofiles) == len(lp.profiles) {
 			return fmt.Errorf("more than %d seccomp profiles", len(lp.profiles))
 		}
-		size := C.size_t(len(prog)) * C.size_t(unsafe.Sizeof(prog[0]))
-		filter := C.malloc(size)
-		copy(unsafe.Slice((*unix.SockFilter)(filter), len(prog)), prog)
-		fp := (*C.struct_sock_fprog)(C.calloc(1, C.size_t(unsafe.Sizeof(C.struct_sock_fprog{}))))
-		fp.len = C.ushort(len(prog))
-		fp.filter = (*C.struct_sock_filter)(filter)
 		lp.profile_names[lp.nprofiles] = C.CString(string(name))
-		lp.profiles[lp.nprofiles] = unsafe.Pointer(fp)
+		lp.profiles[lp.nprofiles] = cProgram(prog)
+		if slices.Contains(in.cfg.SysV, name) {
+			lp.sysv[lp.nprofiles] = 1
+		}
 		// Only default allows what a parked child does once its filter
 		// is on (strict has no chdir, dup3 or close_range): the others
 		// load it after the request's part.
@@ -237,6 +239,10 @@ func (in *initProc) serve() error {
 		lp.nprofiles++
 	}
 	in.cfg.Seccomp = nil
+	if len(in.cfg.SeccompZygote) > 0 {
+		in.zygoteFilter = cProgram(in.cfg.SeccompZygote)
+		in.cfg.SeccompZygote = nil
+	}
 	if in.cfg.ProcsFiles > len(lp.tmpl.procs_fds) {
 		return fmt.Errorf("%d cgroup.procs files, at most %d", in.cfg.ProcsFiles, len(lp.tmpl.procs_fds))
 	}
@@ -441,12 +447,37 @@ func (in *initProc) startZygote() {
 		return
 	}
 	zy.cgns_fd = cgns
-	if C.corral_zygote_start(zy, lp.profiles[prof]) < 0 {
+	// With a listener the init hears of the job's System V calls
+	// (serve_notification in loop_linux.c); a kernel without user
+	// notifications gets the plain filter, and every reset a new IPC
+	// namespace.
+	started := false
+	if in.zygoteFilter != nil {
+		zy.listen = 1
+		started = C.corral_zygote_start(zy, in.zygoteFilter) == 0
+	}
+	if !started {
+		zy.listen = 0
+		started = C.corral_zygote_start(zy, lp.profiles[prof]) == 0
+	}
+	if !started {
 		unix.Close(int(cgns))
 		zy.cgns_fd = -1
 		return
 	}
 	lp.zy_profile = C.int(prof)
+}
+
+// cProgram copies a seccomp program into C memory kept for the init's
+// life, as a struct sock_fprog.
+func cProgram(prog []unix.SockFilter) unsafe.Pointer {
+	size := C.size_t(len(prog)) * C.size_t(unsafe.Sizeof(prog[0]))
+	filter := C.malloc(size)
+	copy(unsafe.Slice((*unix.SockFilter)(filter), len(prog)), prog)
+	fp := (*C.struct_sock_fprog)(C.calloc(1, C.size_t(unsafe.Sizeof(C.struct_sock_fprog{}))))
+	fp.len = C.ushort(len(prog))
+	fp.filter = (*C.struct_sock_filter)(filter)
+	return unsafe.Pointer(fp)
 }
 
 // setLayer gives the C reset (reset_linux.c) what every writable layer is

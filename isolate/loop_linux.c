@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/seccomp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -289,6 +291,10 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 		local = L->tmpl;
 		local.seccomp_filter = L->profiles[prof];
 	}
+	// A process under the zygote's filter reports its System V calls
+	// (serve_notification); any other process of a profile that allows
+	// them may make an object unheard.
+	if (L->sysv[prof] && !(parked && P->inherited && L->zy.listener >= 0)) L->ipc_touched = 1;
 	s->path = argv[0];
 	s->argv = argv;
 	s->envp = envp;
@@ -421,14 +427,51 @@ void corral_quiet_sigchld(void) {
 	sigaction(SIGCHLD, &sa, NULL);
 }
 
+// serve_notification answers a user notification of the zygote's filter:
+// a job process called one of the System V calls that make or find an
+// object (seccompZygoteProgram). The call goes ahead as if the filter had
+// allowed it; the init only notes that the IPC namespace was touched, so
+// that the reset replaces it. The job's process waits for this answer, so
+// no such call takes effect unnoted. A listener that fails is given up:
+// every later reset then replaces the IPC namespace.
+static void serve_notification(struct corral_loop *L, short revents) {
+	if (revents & (POLLHUP | POLLERR | POLLNVAL)) {
+		close(L->zy.listener);
+		L->zy.listener = -1;
+		L->ipc_touched = 1;
+		return;
+	}
+	struct seccomp_notif req;
+	memset(&req, 0, sizeof(req));
+	if (ioctl(L->zy.listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0) {
+		// ENOENT: the caller died before the answer; EINTR: retried at
+		// the next poll.
+		if (errno != ENOENT && errno != EINTR) {
+			close(L->zy.listener);
+			L->zy.listener = -1;
+			L->ipc_touched = 1;
+		}
+		return;
+	}
+	L->ipc_touched = 1;
+	struct seccomp_notif_resp resp;
+	memset(&resp, 0, sizeof(resp));
+	resp.id = req.id;
+	resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+	// ENOENT: the caller died meanwhile; nothing to answer.
+	(void)ioctl(L->zy.listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+}
+
 long corral_loop_run(struct corral_loop *L) {
 	for (;;) {
 		// While a job runs: wait for a packet, the main process's exit
-		// (its pidfd) or the next round of orphan reaping.
+		// (its pidfd), a System V call of one of its processes (the
+		// zygote's listener) or the next round of orphan reaping.
 		while (L->pid) {
-			struct pollfd pfd[2] = {{L->sock, POLLIN, 0}, {L->pidfd, POLLIN, 0}};
-			int ready = poll(pfd, L->pidfd >= 0 ? 2 : 1, L->reap_ms);
+			struct pollfd pfd[3] = {{L->sock, POLLIN, 0}, {L->pidfd, POLLIN, 0}, {L->zy.listener, POLLIN, 0}};
+			int ready = poll(pfd, 3, L->reap_ms);
 			if (ready < 0 && errno != EINTR) return -errno;
+			if (ready > 0 && pfd[2].revents) serve_notification(L, pfd[2].revents);
 			int r = reap(L);
 			if (r < 0) return r;
 			if (r > 0) L->reap_ms = CORRAL_REAP_MS;

@@ -56,6 +56,11 @@ type initConfig struct {
 	EtcFiles map[string][]byte `json:"etc_files,omitempty"`
 	// FreshLayers: no reset keeps a layer (Config.FreshLayers).
 	FreshLayers bool `json:"fresh_layers,omitempty"`
+	// SeccompZygote is the default profile as the zygote loads it, with a
+	// listener that hears of System V calls (seccompZygoteProgram); SysV
+	// names the profiles that allow those calls at all.
+	SeccompZygote []unix.SockFilter `json:"seccomp_zygote,omitempty"`
+	SysV          []SeccompProfile  `json:"sysv,omitempty"`
 	// Seccomp holds each profile's BPF program, compiled once by the
 	// parent: the init never links libseccomp's work into a job's path.
 	Seccomp map[SeccompProfile][]unix.SockFilter `json:"seccomp"`

@@ -57,7 +57,8 @@ struct layer_args {
 	const struct corral_layer *Y;
 	int64_t disk;
 	int old_ipc_fd; // the last layer's IPC namespace (-1: none)
-	int keep;       // the layer stays: only a new IPC namespace
+	int keep;       // the layer stays
+	int new_ipc;    // make a new IPC namespace
 	int probe;      // find out whether the kernel lets corral_reset keep layers
 	int stamp;      // the new layer is to be stamped
 	// Out.
@@ -285,11 +286,13 @@ static int layer_child(void *arg) {
 	// Look into the last layer's IPC namespace before making this
 	// layer's: corral_reset keeps an empty one a while, to close it with
 	// others.
-	if (a->old_ipc_fd >= 0 && syscall(SYS_setns, a->old_ipc_fd, CLONE_NEWIPC) == 0)
-		a->old_ipc_empty = sysvipc_empty();
-	if (syscall(SYS_unshare, CLONE_NEWIPC) < 0) return layer_fail(a, "layer-namespaces");
-	a->ipc_fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
-	if (a->ipc_fd < 0) return layer_fail(a, "layer-namespaces");
+	if (a->new_ipc) {
+		if (a->old_ipc_fd >= 0 && syscall(SYS_setns, a->old_ipc_fd, CLONE_NEWIPC) == 0)
+			a->old_ipc_empty = sysvipc_empty();
+		if (syscall(SYS_unshare, CLONE_NEWIPC) < 0) return layer_fail(a, "layer-namespaces");
+		a->ipc_fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
+		if (a->ipc_fd < 0) return layer_fail(a, "layer-namespaces");
+	}
 	if (a->keep) {
 		syscall(SYS_exit, 0);
 		return 0;
@@ -463,11 +466,24 @@ static int layer_unchanged(const struct corral_loop *L, int64_t disk) {
 // real inodes (xino=on, see xino_on), else the numbers would tell the
 // next job which directories the last one looked up. The first reset
 // finds both out; without them no layer is kept. The mounts have no
-// access times. The IPC namespace is always new.
+// access times.
+//
+// The IPC namespace is new unless no job process touched it since it was
+// made (L->ipc_touched): a System V object, even one made and removed,
+// moves the namespace's id counters, which the next job's first object
+// would show. A job touches it only through shmget, semget or msgget
+// (every profile denies POSIX message queues), which under the zygote's
+// filter reach the init as user notifications (serve_notification in
+// loop_linux.c); a process of the default profile made outside the
+// zygote counts as touching it.
 int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	struct corral_spawn *t = &L->tmpl;
 	struct corral_kept *K = &L->kept;
 	int keep = layer_unchanged(L, disk);
+	// The IPC namespace stays when no job process touched it since it
+	// was made (ipc_touched), unless layers are never kept.
+	int new_ipc = t->ipc_fd < 0 || L->ipc_touched || !L->layer.keep;
+	if (keep && !new_ipc) return 1;
 	if (!keep) {
 		// The old layer: its namespace, and every mount in it, goes with
 		// the last of these (every job process is dead by now).
@@ -481,8 +497,11 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	}
 	// The old IPC namespace waits for the layer child, which looks into
 	// it (spend_ipc).
-	int old_ipc = t->ipc_fd;
-	t->ipc_fd = -1;
+	int old_ipc = -1;
+	if (new_ipc) {
+		old_ipc = t->ipc_fd;
+		t->ipc_fd = -1;
+	}
 
 	*step = "layer-namespaces";
 	if (!layer_stack) {
@@ -499,6 +518,7 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 		.disk = disk,
 		.old_ipc_fd = old_ipc,
 		.keep = keep,
+		.new_ipc = new_ipc,
 		.probe = !keep && K->ok < 0 && L->layer.keep,
 		.stamp = !keep && K->ok == 1,
 		.mnt_fd = -1,
@@ -523,7 +543,7 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	}
 	int status;
 	while (waitpid(pid, &status, __WCLONE) < 0 && errno == EINTR) {}
-	spend_ipc(L, old_ipc, a.old_ipc_empty);
+	if (new_ipc) spend_ipc(L, old_ipc, a.old_ipc_empty);
 	if (a.err) {
 		close_fd(&a.mnt_fd);
 		close_fd(&a.ipc_fd);
@@ -535,7 +555,10 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 		*step = a.step;
 		return -a.err;
 	}
-	t->ipc_fd = a.ipc_fd;
+	if (new_ipc) {
+		t->ipc_fd = a.ipc_fd;
+		L->ipc_touched = 0;
+	}
 	if (keep) return 1;
 	t->mnt_fd = a.mnt_fd;
 	t->landlock_fd = a.landlock_fd;

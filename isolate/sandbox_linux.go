@@ -166,26 +166,44 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		close(s.done)
 	}()
 	progs := make(map[SeccompProfile][]unix.SockFilter)
+	var sysv []SeccompProfile
 	for _, p := range []SeccompProfile{SeccompDefault, SeccompStrict} {
 		if progs[p], err = seccompProgram(p); err != nil {
 			return nil, err
 		}
+		allows, err := seccompAllowsSysV(p)
+		if err != nil {
+			return nil, err
+		}
+		if allows {
+			sysv = append(sysv, p)
+		}
+	}
+	// The zygote's listener answers with SECCOMP_USER_NOTIF_FLAG_CONTINUE
+	// (Linux 5.5).
+	var zygoteProg []unix.SockFilter
+	if !cfg.FreshLayers && kernelAtLeast(5, 5) {
+		if zygoteProg, err = seccompZygoteProgram(); err != nil {
+			return nil, err
+		}
 	}
 	err = s.send(&message{Kind: msgConfig, Config: &initConfig{
-		Seccomp:      progs,
-		Lower:        cfg.Lower,
-		Stage:        s.stage,
-		DiskBytes:    cfg.DiskBytes,
-		Hostname:     cfg.Hostname,
-		ProcsFiles:   len(procs),
-		CgroupDir:    cgDir != nil,
-		UsageFile:    s.cg.usage != nil,
-		Counters:     ctrSpecs,
-		CounterFiles: len(ctrFiles),
-		UID:          JobUID,
-		GID:          JobGID,
-		EtcFiles:     cfg.EtcFiles,
-		FreshLayers:  cfg.FreshLayers,
+		Seccomp:       progs,
+		Lower:         cfg.Lower,
+		Stage:         s.stage,
+		DiskBytes:     cfg.DiskBytes,
+		Hostname:      cfg.Hostname,
+		ProcsFiles:    len(procs),
+		CgroupDir:     cgDir != nil,
+		UsageFile:     s.cg.usage != nil,
+		Counters:      ctrSpecs,
+		CounterFiles:  len(ctrFiles),
+		UID:           JobUID,
+		GID:           JobGID,
+		EtcFiles:      cfg.EtcFiles,
+		FreshLayers:   cfg.FreshLayers,
+		SeccompZygote: zygoteProg,
+		SysV:          sysv,
 	}}, nil)
 	if err != nil {
 		return nil, err
@@ -470,3 +488,17 @@ func (s *Sandbox) Close() error {
 
 // numCPU bounds how fast cpu time can grow per wall second.
 var numCPU = runtime.NumCPU()
+
+// kernelAtLeast reports whether the running kernel's release is at least
+// major.minor.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}

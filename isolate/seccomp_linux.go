@@ -23,11 +23,40 @@ import (
 // result (or the error: a build failure does not go away on retry).
 var seccompPrograms = map[SeccompProfile]func() ([]unix.SockFilter, error){
 	SeccompDefault: sync.OnceValues(func() ([]unix.SockFilter, error) {
-		return buildSeccompProgram(SeccompDefault, unix.EPERM)
+		return buildSeccompProgram(SeccompDefault, unix.EPERM, false)
 	}),
 	SeccompStrict: sync.OnceValues(func() ([]unix.SockFilter, error) {
-		return buildSeccompProgram(SeccompStrict, unix.EPERM)
+		return buildSeccompProgram(SeccompStrict, unix.EPERM, false)
 	}),
+}
+
+// sysvGetters are the System V IPC calls that make or find an object: a
+// job that calls none of them leaves its IPC namespace as it found it
+// (it has no id to use any other System V call on, and every profile
+// denies POSIX message queues).
+var sysvGetters = []string{"shmget", "semget", "msgget"}
+
+// seccompZygoteProgram is the default profile as the zygote loads it, with
+// a listener for the init: sysvGetters go to the init as user
+// notifications, which it lets through, noting that the job touched its
+// IPC namespace (corral_reset keeps an untouched one).
+var seccompZygoteProgram = sync.OnceValues(func() ([]unix.SockFilter, error) {
+	return buildSeccompProgram(SeccompDefault, unix.EPERM, true)
+})
+
+// seccompAllowsSysV reports whether profile p lets a job make System V IPC
+// objects (any of sysvGetters allowed).
+func seccompAllowsSysV(p SeccompProfile) (bool, error) {
+	rules, err := seccompRules(p, 0)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rules {
+		if r.errno == 0 && slices.ContainsFunc(r.names, func(n string) bool { return slices.Contains(sysvGetters, n) }) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // seccompProgram returns profile p's filter as sock_filter records, ready for
@@ -420,8 +449,9 @@ func seccompSyscall(name string) (nr seccomp.ScmpSyscall, ok bool, err error) {
 // buildSeccompProgram compiles profile p with libseccomp. Syscalls that no
 // rule matches fail with errno def (EPERM; tests vary it to see the explicit
 // rules at work). Other architectures, x32 and i386 on x86-64 included, kill
-// the process.
-func buildSeccompProgram(p SeccompProfile, def unix.Errno) ([]unix.SockFilter, error) {
+// the process. With notifySysV, sysvGetters that p allows notify the
+// filter's listener instead (seccompZygoteProgram).
+func buildSeccompProgram(p SeccompProfile, def unix.Errno, notifySysV bool) ([]unix.SockFilter, error) {
 	arch, err := seccomp.GetNativeArch()
 	if err != nil {
 		return nil, fmt.Errorf("isolate: seccomp: native architecture: %w", err)
@@ -459,6 +489,10 @@ func buildSeccompProgram(p SeccompProfile, def unix.Errno) ([]unix.SockFilter, e
 			}
 			if !ok {
 				continue
+			}
+			action := action
+			if notifySysV && action == seccomp.ActAllow && slices.Contains(sysvGetters, name) {
+				action = seccomp.ActNotify
 			}
 			if err := f.AddRuleConditional(nr, action, r.conds); err != nil {
 				return nil, fmt.Errorf("isolate: seccomp profile %s: rule for %s: %w", p, name, err)

@@ -344,7 +344,7 @@ func newSCLoader(t *testing.T, def unix.Errno) *scLoader {
 		if def == unix.EPERM {
 			prog, err = seccompProgram(p)
 		} else {
-			prog, err = buildSeccompProgram(p, def)
+			prog, err = buildSeccompProgram(p, def, false)
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -607,12 +607,15 @@ static int zygote_main(void *arg) {
 	for (int cap = 0; cap <= 63; cap++) zsys(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
 	zsys(SYS_prctl, PR_SET_NAME, (long)"corral-zygote", 0, 0, 0);
 	long rc = zsys(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-	if (rc >= 0) rc = zsys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, (long)Z->filter, 0, 0);
+	if (rc >= 0)
+		rc = zsys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, Z->listen ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0,
+		          (long)Z->filter, 0, 0);
 	if (rc < 0) {
 		Z->err = (int)-rc;
 		zdone(Z);
 		return 0;
 	}
+	Z->listener = Z->listen ? (int)rc : -1; // close-on-exec
 	zdone(Z);
 	for (;;) {
 		uint32_t r = __atomic_load_n(&Z->req, __ATOMIC_ACQUIRE);
@@ -636,6 +639,7 @@ int corral_zygote_start(struct corral_zygote *Z, const void *filter) {
 	if (rc == 0) rc = map_stack(&Z->child_stack);
 	if (rc < 0) return rc;
 	Z->filter = filter;
+	Z->listener = -1;
 	Z->req = CORRAL_ZY_IDLE;
 	Z->done = 0;
 	Z->err = 0;

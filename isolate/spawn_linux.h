@@ -126,8 +126,9 @@ struct corral_kept {
 // Landlock ruleset. The new namespaces and ruleset replace the old ones in
 // L->tmpl, the job root's fd L->root_fd. A layer that its job left exactly
 // as it was built (same size, every writable inode's stamp unchanged) is
-// kept: only its IPC namespace is new. Returns 0 for a new layer, 1 for a
-// kept one, or -errno and the failed step's name.
+// kept, and so is an IPC namespace that no job process touched
+// (ipc_touched). Returns 0 for a new layer, 1 for a kept one, or -errno
+// and the failed step's name.
 struct corral_loop;
 int corral_reset(struct corral_loop *L, int64_t disk, const char **step);
 
@@ -197,6 +198,8 @@ struct corral_zygote {
 	int32_t tid;    // the zygote thread; the kernel clears it when it ends
 	int err;        // why its setup failed (it then ends)
 	const void *filter; // struct sock_fprog*
+	int listen;         // load the filter with a listener (SECCOMP_FILTER_FLAG_NEW_LISTENER)
+	int listener;       // the filter's listener (-1: none), in the init's fd table
 	char *stack;        // the zygote's own stack
 	char *child_stack;  // its children's (one at a time)
 	// What its children join the job cgroup with: the cgroup.procs files
@@ -362,6 +365,13 @@ struct corral_loop {
 	int ipc_spent[CORRAL_IPC_BATCH];
 	int nipc_spent;
 	struct corral_kept kept;
+	// sysv[i]: profile i lets a job make System V IPC objects.
+	unsigned char sysv[CORRAL_MAX_PROFILES];
+	// ipc_touched: since the IPC namespace was made, a job process may
+	// have made or looked up a System V object: the zygote's listener
+	// heard of a call, or a process of a profile in sysv ran outside the
+	// zygote. corral_reset makes a new IPC namespace only then.
+	int ipc_touched;
 };
 
 

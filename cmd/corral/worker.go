@@ -66,7 +66,7 @@ func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
 	wf.warmEgress = fs.Int("warm-egress", 0, "with --egress, keep N warm sandboxes with their network attached (egress jobs then pay no network setup)")
 	wf.egressRate = fs.String("egress-rate", "", "per-sandbox upload rate limit in bits/s, e.g. 10M (default: none)")
 	wf.goProcs = fs.Int("go-procs", 0, "threads running this process's Go code at once (GOMAXPROCS; default: one per 4 slots, at most one per CPU; the GOMAXPROCS environment variable wins). The jobs run in their sandboxes and do not need them")
-	wf.freshLayers = fs.Bool("fresh-layers", false, "build a new writable layer after every job, even one that changed no file in it (default: such a layer, checked inode by inode, serves the next job with a new IPC namespace; see docs/sandbox.md)")
+	wf.freshLayers = fs.Bool("fresh-layers", false, "build a new writable layer after every job, even one that changed no file in it (default: such a layer, checked inode by inode, serves the next job, and its IPC namespace too after a job without System V IPC calls; see docs/sandbox.md)")
 	wf.verbose = fs.Bool("v", false, "log each sandbox and more")
 	return wf
 }
