@@ -136,6 +136,7 @@ type initProc struct {
 	// The current writable layer's mount and IPC namespaces and Landlock
 	// ruleset, which every job process joins and restricts itself with,
 	// live in loop.tmpl (-1: none).
+
 	// zygoteFilter is the zygote's variant of the default profile (a
 	// struct sock_fprog in C memory; nil: none, the plain one).
 	zygoteFilter unsafe.Pointer
