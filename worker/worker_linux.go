@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -145,7 +146,10 @@ type Worker struct {
 	ackWait   time.Duration // the shortest ack wait of the consumers
 	// maxDeliver is each queue's consumer's MaxDeliver, as in force.
 	maxDeliver map[string]int
-	cancels    *cancelRegistry
+	// lastRunning counts the running jobs on their last delivery, which
+	// Stop does not hand back.
+	lastRunning atomic.Int64
+	cancels     *cancelRegistry
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed: fetch no more
@@ -280,7 +284,8 @@ func (w *Worker) Start(ctx context.Context) error {
 }
 
 // Stop takes no new jobs, lets running ones finish within the grace period,
-// hands back (Nak) those still running then, and closes the sandboxes. It
+// hands back (Nak) those still running then, except the ones on their last
+// delivery, which it lets run to their end, and closes the sandboxes. It
 // blocks until done and is idempotent.
 func (w *Worker) Stop() {
 	w.stopOnce.Do(func() {
@@ -292,7 +297,8 @@ func (w *Worker) Stop() {
 		select {
 		case <-done:
 		case <-time.After(w.cfg.Grace):
-			w.log.Warn("grace period over: handing running jobs back")
+			w.log.Warn("grace period over: handing running jobs back",
+				zap.Int64("on_last_delivery", w.lastRunning.Load())) // those run to their end
 			w.hardStop(errShutdown)
 			<-done
 		}
@@ -438,7 +444,17 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg, freeSlot func()) {
 		w.finish(log, msg, res, reply, false)
 		return
 	}
-	ctx, cancel := context.WithCancelCause(w.hardCtx)
+	// A job on its last delivery is not handed back when the grace period
+	// ends: the server would not deliver it again, so the hand-back would
+	// end it as internal_error. It runs to its end, bounded by its limits,
+	// and Stop waits for it.
+	parent := w.hardCtx
+	if res.Attempt >= w.lastDelivery(q) {
+		parent = context.Background()
+		w.lastRunning.Add(1)
+		defer w.lastRunning.Add(-1)
+	}
+	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	if !w.cancels.register(res.ID, cancel) {
 		res.Status = jobs.StatusCancelled
@@ -475,11 +491,7 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg, freeSlot func()) {
 		res.Status = jobs.StatusInternalError
 		res.Error = runErr.Error()
 		var pe panicError
-		last := w.cfg.Consumer.MaxDeliver
-		if n, ok := w.maxDeliver[q.Name]; ok {
-			last = n
-		}
-		if res.Attempt < last && !healthy && !isImageError(runErr) && !errors.As(runErr, &pe) {
+		if res.Attempt < w.lastDelivery(q) && !healthy && !isImageError(runErr) && !errors.As(runErr, &pe) {
 			// The sandbox broke: let another attempt (maybe another
 			// worker) try it.
 			log.Warn("job failed inside the worker; redelivering", zap.Error(runErr))
@@ -725,6 +737,15 @@ func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
 		stopped = true
 		t.Stop()
 	}
+}
+
+// lastDelivery is the delivery count of a job of q that the server will not
+// deliver again: its consumer's MaxDeliver.
+func (w *Worker) lastDelivery(q QueueConfig) int {
+	if n, ok := w.maxDeliver[q.Name]; ok && n > 0 {
+		return n
+	}
+	return w.cfg.Consumer.MaxDeliver
 }
 
 // finish publishes the result, waits for the server to have it, then

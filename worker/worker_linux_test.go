@@ -348,6 +348,75 @@ func TestWorkerDeadAfterLastDelivery(t *testing.T) {
 	}
 }
 
+// Stop hands back a job still running when the grace period ends, unless
+// that is the job's last delivery: the server would not deliver it again and
+// it would end as internal_error, so it runs to its end.
+func TestWorkerStopLastDelivery(t *testing.T) {
+	for _, maxDeliver := range []int{1, 2} {
+		t.Run(fmt.Sprint("max_deliver=", maxDeliver), func(t *testing.T) {
+			e := startE2E(t, func(c *Config) {
+				c.Slots = 1
+				c.Grace = 100 * time.Millisecond
+				c.Consumer.MaxDeliver = maxDeliver
+			})
+			ch := e.results("corral.results.slow")
+			e.submit("default", "slow", `{"id": "slow", "cmd": ["sh", "-c", "sleep 1.5; echo finished"]}`)
+			cons, err := e.js.Consumer(context.Background(), jobs.StreamJobs, jobs.ConsumerName("default"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				info, err := cons.Info(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info.NumAckPending == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the job was not fetched")
+				}
+			}
+			time.Sleep(300 * time.Millisecond) // running, past the grace period's start
+			start := time.Now()
+			e.w.Stop()
+			took := time.Since(start)
+			if maxDeliver == 1 {
+				r := wait(t, ch)
+				if r.Status != jobs.StatusOK || r.Attempt != 1 || r.Steps[0].Stdout != "finished\n" {
+					t.Fatalf("%+v", r)
+				}
+				return
+			}
+			if took > time.Second {
+				t.Fatalf("Stop waited %v for a job it could hand back", took)
+			}
+			select {
+			case r := <-ch:
+				t.Fatalf("a result for a job handed back: %+v", r)
+			case <-time.After(2 * time.Second):
+			}
+			// Handed back: the next worker gets it now, not after the
+			// ack wait (30 s).
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := 0
+			for msg := range batch.Messages() {
+				meta, err := msg.Metadata()
+				if err != nil || meta.NumDelivered != 2 {
+					t.Fatalf("redelivery %+v: %v", meta, err)
+				}
+				got++
+			}
+			if got != 1 {
+				t.Fatalf("the job was not handed back: %d redelivered, %v", got, batch.Error())
+			}
+		})
+	}
+}
+
 // Job files from the object store, and a large collected file into it.
 func TestWorkerObjects(t *testing.T) {
 	e := startE2E(t, nil)

@@ -56,7 +56,7 @@ func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
 	wf.image = fs.String("image", "", "default image of the queues (default \"default\")")
 	wf.config = fs.String("config", "", "worker config file (JSON; see docs/worker.md); flags override it")
 	fs.Var(&wf.warm, "warm", "keep N warm sandboxes of another image, IMAGE=N (repeatable)")
-	wf.grace = fs.Duration("grace", 30*time.Second, "on SIGTERM, how long running jobs may finish before they are handed back")
+	wf.grace = fs.Duration("grace", 30*time.Second, "on SIGTERM, how long running jobs may finish before they are handed back (a job on its last delivery runs to its end)")
 	wf.logJSON = fs.Bool("log-json", false, "log JSON lines instead of text")
 	wf.egress = fs.Bool("egress", false, "serve network \"egress\" jobs: a bridge, NAT and deny rules (needs net.ipv4.ip_forward=1; see docs/network.md)")
 	wf.workerID = fs.String("worker-id", "0", "1-4 of [a-z0-9], unique per host: names this worker's bridge, veths and nftables tables, and picks its /24")
@@ -295,8 +295,9 @@ func cmdWorker(ctx context.Context, args []string) error {
 		`Pulls jobs from NATS JetStream (consumer corral-Q on stream CORRAL_JOBS) and
 runs each in a warm sandbox, publishing results to each job's reply subject.
 Creates the streams and consumers it needs if they are missing. SIGTERM stops
-taking jobs, lets running ones finish within --grace, hands back the rest,
-and exits 0.`)
+taking jobs, lets running ones finish within --grace, hands back the rest
+(but lets a job on its last delivery run to its end: handed back, it would
+end as internal_error), and exits 0.`)
 	url := fs.String("nats", nats.DefaultURL, "NATS server URL")
 	creds := fs.String("creds", "", "NATS credentials file")
 	wf := addWorkerFlags(fs)
