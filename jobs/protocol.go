@@ -31,12 +31,28 @@ const (
 	StreamDead = "CORRAL_DEAD"
 	// StreamDeadSubjects is the subject filter of StreamDead.
 	StreamDeadSubjects = SubjectDead + ">"
+	// StreamAdvisories keeps the server's max-deliveries advisories of
+	// StreamJobs (WorkQueue retention, DeadMaxAge) until a worker has
+	// given the job its result: also when no worker was connected when
+	// the server gave up on it.
+	StreamAdvisories = "CORRAL_ADVISORIES"
+	// StreamAdvisoriesSubjects is the subject filter of StreamAdvisories.
+	StreamAdvisoriesSubjects = subjectMaxDeliveries + ">"
+
+	subjectMaxDeliveries = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + StreamJobs + "."
 )
+
+// MaxDeliveriesSubject is the subject on which the server announces a job of
+// queue Q delivered MaxDeliver times without an ack.
+func MaxDeliveriesSubject(queue string) string {
+	return subjectMaxDeliveries + ConsumerName(queue)
+}
 
 // Message headers.
 const (
 	// HeaderMsgID de-duplicates publishes: the job id on jobs,
-	// ResultMsgID(id) on results.
+	// ResultMsgID(id) on results, "dead-SEQ" on the CORRAL_DEAD copy of a
+	// job that ran out of deliveries.
 	HeaderMsgID = "Nats-Msg-Id"
 	// HeaderStream names the stream of a live output chunk: OutputStdout or
 	// OutputStderr.

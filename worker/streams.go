@@ -22,7 +22,7 @@ var ErrInvalidConfig = errors.New("invalid config")
 const maxReplicas = 5
 
 // StreamConfig holds the worker settings of the streams the protocol names
-// (CORRAL_JOBS, CORRAL_RESULTS, CORRAL_DEAD). The zero value means all
+// (CORRAL_JOBS, CORRAL_RESULTS, CORRAL_DEAD) and of CORRAL_ADVISORIES. The zero value means all
 // defaults; call WithDefaults before Validate.
 type StreamConfig struct {
 	// Replicas is the replica count of every stream, 1 to 5. Default 1;
@@ -31,7 +31,8 @@ type StreamConfig struct {
 	// ResultsMaxAge is how long CORRAL_RESULTS keeps a result. Default
 	// 24 h (jobs.DefaultResultsMaxAge).
 	ResultsMaxAge time.Duration
-	// DeadMaxAge is how long CORRAL_DEAD keeps a dead job. Default 7 days
+	// DeadMaxAge is how long CORRAL_DEAD keeps a dead job, and
+	// CORRAL_ADVISORIES an advisory no worker handled. Default 7 days
 	// (jobs.DefaultDeadMaxAge).
 	DeadMaxAge time.Duration
 	// DuplicateWindow is how long CORRAL_JOBS remembers a Nats-Msg-Id to
@@ -145,8 +146,10 @@ func (m Mismatch) String() string {
 }
 
 // StreamConfigs returns the configs of the three streams of the protocol,
-// CORRAL_JOBS, CORRAL_RESULTS and CORRAL_DEAD, as EnsureStreams creates them.
-// cfg must be valid after defaults.
+// CORRAL_JOBS, CORRAL_RESULTS and CORRAL_DEAD, and of CORRAL_ADVISORIES,
+// which keeps the server's max-deliveries advisories of CORRAL_JOBS until a
+// worker handled them, as EnsureStreams creates them. cfg must be valid
+// after defaults.
 func StreamConfigs(cfg StreamConfig) []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{{
 		Name:        jobs.StreamJobs,
@@ -172,15 +175,24 @@ func StreamConfigs(cfg StreamConfig) []jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		MaxAge:      cfg.DeadMaxAge,
+	}, {
+		Name:        jobs.StreamAdvisories,
+		Description: "max-deliveries advisories of CORRAL_JOBS, until a worker gave the job its result",
+		Subjects:    []string{jobs.StreamAdvisoriesSubjects},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxAge:      cfg.DeadMaxAge,
 	}}
 }
 
-// EnsureStreams makes sure CORRAL_JOBS, CORRAL_RESULTS and CORRAL_DEAD
-// exist, creating each one that is missing with the settings of
+// EnsureStreams makes sure CORRAL_JOBS, CORRAL_RESULTS, CORRAL_DEAD and
+// CORRAL_ADVISORIES exist, creating each one that is missing with the settings of
 // StreamConfigs. A stream that already exists is used as it is, never
 // updated: each of its settings the protocol names (subjects, retention,
 // storage, replicas, the duplicate window of CORRAL_JOBS, the max age of
-// CORRAL_RESULTS and CORRAL_DEAD) that differs is returned as a Mismatch.
+// CORRAL_RESULTS, CORRAL_DEAD and CORRAL_ADVISORIES) that differs is
+// returned as a Mismatch.
 //
 // It is idempotent and safe to call from several workers at once: a stream
 // that another worker creates first is read back and compared.
@@ -271,19 +283,29 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, queue string, c
 		return nil, nil, err
 	}
 	want := QueueConsumerConfig(queue, cfg)
-	c, err := js.Consumer(ctx, jobs.StreamJobs, want.Durable)
+	c, err := ensureConsumer(ctx, js, jobs.StreamJobs, want)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, compareConsumer(want, c.CachedInfo().Config), nil
+}
+
+// ensureConsumer returns the durable consumer want.Durable of stream,
+// creating it with want if it does not exist.
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, stream string, want jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := js.Consumer(ctx, stream, want.Durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		// Creating with a config equal to an existing consumer's returns
 		// it; with another config the server refuses and it is read back.
-		c, err = js.CreateConsumer(ctx, jobs.StreamJobs, want)
+		c, err = js.CreateConsumer(ctx, stream, want)
 		if errors.Is(err, jetstream.ErrConsumerExists) {
-			c, err = js.Consumer(ctx, jobs.StreamJobs, want.Durable)
+			c, err = js.Consumer(ctx, stream, want.Durable)
 		}
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("ensure consumer %s on stream %s: %w", want.Durable, jobs.StreamJobs, err)
+		return nil, fmt.Errorf("ensure consumer %s on stream %s: %w", want.Durable, stream, err)
 	}
-	return c, compareConsumer(want, c.CachedInfo().Config), nil
+	return c, nil
 }
 
 // compareConsumer returns the settings of have that differ from want.
@@ -304,6 +326,26 @@ func compareConsumer(want, have jetstream.ConsumerConfig) []Mismatch {
 	add("max_deliver", strconv.Itoa(want.MaxDeliver), strconv.Itoa(have.MaxDeliver))
 	add("max_ack_pending", strconv.Itoa(want.MaxAckPending), strconv.Itoa(have.MaxAckPending))
 	return ms
+}
+
+// AdvisoryConsumerName is the durable consumer on CORRAL_ADVISORIES through
+// which the workers of queue Q handle its max-deliveries advisories.
+func AdvisoryConsumerName(queue string) string { return "corral-dead-" + queue }
+
+// EnsureAdvisoryConsumer makes sure the durable pull consumer of queue's
+// max-deliveries advisories exists on CORRAL_ADVISORIES (call EnsureStreams
+// first) and returns it. Its deliveries are unlimited: an advisory stays
+// until a worker has given the job its result.
+func EnsureAdvisoryConsumer(ctx context.Context, js jetstream.JetStream, queue string) (jetstream.Consumer, error) {
+	return ensureConsumer(ctx, js, jobs.StreamAdvisories, jetstream.ConsumerConfig{
+		Durable:       AdvisoryConsumerName(queue),
+		Description:   "corral workers of queue " + queue + ": jobs that ran out of deliveries",
+		FilterSubject: jobs.MaxDeliveriesSubject(queue),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       jobs.DefaultAckWait,
+		MaxDeliver:    -1,
+	})
 }
 
 // EnsureObjectStore returns the object store bucket corral-files

@@ -103,6 +103,7 @@ func TestEnsureStreamsFresh(t *testing.T) {
 		{"CORRAL_JOBS", "corral.jobs.>", jetstream.WorkQueuePolicy, 0, 2 * time.Minute},
 		{"CORRAL_RESULTS", "corral.results.>", jetstream.LimitsPolicy, 24 * time.Hour, 0},
 		{"CORRAL_DEAD", "corral.dead.>", jetstream.LimitsPolicy, 7 * 24 * time.Hour, 0},
+		{"CORRAL_ADVISORIES", "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.CORRAL_JOBS.>", jetstream.WorkQueuePolicy, 7 * 24 * time.Hour, 0},
 	} {
 		s, err := js.Stream(ctx, tc.name)
 		if err != nil {
@@ -169,6 +170,7 @@ func TestEnsureStreamsCustomConfig(t *testing.T) {
 		{Stream: "CORRAL_JOBS", Setting: "duplicate_window", Want: "2m0s", Have: "10m0s"},
 		{Stream: "CORRAL_RESULTS", Setting: "max_age", Want: "24h0m0s", Have: "1h0m0s"},
 		{Stream: "CORRAL_DEAD", Setting: "max_age", Want: "168h0m0s", Have: "48h0m0s"},
+		{Stream: "CORRAL_ADVISORIES", Setting: "max_age", Want: "168h0m0s", Have: "48h0m0s"},
 	}
 	if !slices.Equal(ms, want) {
 		t.Fatalf("mismatches = %v, want %v", ms, want)

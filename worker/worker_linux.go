@@ -158,6 +158,8 @@ type Worker struct {
 	running  sync.WaitGroup
 	loops    sync.WaitGroup
 	subs     []*nats.Subscription
+	// advisories consume each queue's max-deliveries advisories.
+	advisories []jetstream.ConsumeContext
 
 	// work hands fetched jobs to the idle runners (see runner).
 	work chan func()
@@ -212,6 +214,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.objs = jsObjects{js: w.js, results: store}
 	}
 	consumers := make([]jetstream.Consumer, len(w.cfg.Queues))
+	advisories := make([]jetstream.Consumer, len(w.cfg.Queues))
 	w.ackWait = w.cfg.Consumer.AckWait
 	for i, q := range w.cfg.Queues {
 		c, mism, err := EnsureConsumer(ctx, w.js, q.Name, w.cfg.Consumer)
@@ -230,6 +233,9 @@ func (w *Worker) Start(ctx context.Context) error {
 			w.maxDeliver[q.Name] = info.Config.MaxDeliver
 		}
 		consumers[i] = c
+		if advisories[i], err = EnsureAdvisoryConsumer(ctx, w.js, q.Name); err != nil {
+			return fmt.Errorf("queue %s: %w", q.Name, err)
+		}
 	}
 	// Warm sandboxes before the first fetch: the queue's default images
 	// fill the slots and the spares, then the extra warm images.
@@ -271,11 +277,13 @@ func (w *Worker) Start(ctx context.Context) error {
 		go w.runner()
 	}
 	for i, q := range w.cfg.Queues {
-		sub, err := w.nc.QueueSubscribe(maxDeliveriesAdvisory(q.Name), "corral-dead-"+q.Name, w.onMaxDeliveries(q))
+		cc, err := advisories[i].Consume(w.onMaxDeliveries(q), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			w.log.Debug("max deliveries: consume", zap.String("queue", q.Name), zap.Error(err))
+		}))
 		if err != nil {
-			return err
+			return fmt.Errorf("queue %s: %w", q.Name, err)
 		}
-		w.subs = append(w.subs, sub)
+		w.advisories = append(w.advisories, cc)
 		w.loops.Add(1)
 		go w.fetchLoop(q, consumers[i])
 	}
@@ -301,6 +309,9 @@ func (w *Worker) Stop() {
 				zap.Int64("on_last_delivery", w.lastRunning.Load())) // those run to their end
 			w.hardStop(errShutdown)
 			<-done
+		}
+		for _, cc := range w.advisories {
+			cc.Stop()
 		}
 		for _, s := range w.subs {
 			_ = s.Unsubscribe()

@@ -283,69 +283,163 @@ func TestWorkerBurst(t *testing.T) {
 
 // A job every delivery of which was lost (workers died with it) still gets
 // its result: internal_error, and a copy in CORRAL_DEAD.
-func TestWorkerDeadAfterLastDelivery(t *testing.T) {
+// ghostQueue is queue "ghost" on a fresh server: ack wait 1 s, one delivery.
+type ghostQueue struct {
+	t    *testing.T
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	cons jetstream.Consumer
+	cfg  Config
+}
+
+func newGhostQueue(t *testing.T) *ghostQueue {
 	store, _ := rootfstest.BusyboxImage(t)
 	m := rootfstest.Mounter(t)
 	url, _ := natstest.Server(t)
 	nc, js := natstest.Connect(t, url)
-	ctx := context.Background()
 	cc := ConsumerConfig{AckWait: time.Second, MaxDeliver: 1}
-	if _, err := EnsureStreams(ctx, js, StreamConfig{}); err != nil {
+	if _, err := EnsureStreams(context.Background(), js, StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	cons, _, err := EnsureConsumer(ctx, js, "ghost", cc)
+	cons, _, err := EnsureConsumer(context.Background(), js, "ghost", cc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	results := make(chan *nats.Msg, 4)
-	sub, _ := nc.ChanSubscribe("corral.results.lost", results)
-	defer sub.Unsubscribe()
-	// Start the worker first so it hears the advisory, but keep it off
-	// the queue until the "dead worker" took the only delivery.
-	w, err := New(nc, Config{Slots: 1, Queues: []QueueConfig{{Name: "ghost", Image: "busybox"}},
-		Consumer: cc, Pool: PoolConfig{Store: store, Mounter: m, CgroupParent: "corral-worker-test"}})
+	return &ghostQueue{t: t, nc: nc, js: js, cons: cons, cfg: Config{Slots: 1, Queues: []QueueConfig{{Name: "ghost", Image: "busybox"}},
+		Consumer: cc, Pool: PoolConfig{Store: store, Mounter: m, CgroupParent: "corral-worker-test"}}}
+}
+
+// abandon publishes a job whose only delivery a "worker" takes and never
+// acks: it died. It returns the job's sequence in CORRAL_JOBS.
+func (g *ghostQueue) abandon(body string) uint64 {
+	g.t.Helper()
+	msg := nats.NewMsg(jobs.JobSubject("ghost"))
+	msg.Data = []byte(body)
+	ack, err := g.js.PublishMsg(context.Background(), msg)
 	if err != nil {
-		t.Fatal(err)
+		g.t.Fatal(err)
 	}
-	<-w.slots // the worker's only slot: it fetches nothing
-	if err := w.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	defer func() { w.slots <- struct{}{} }()
-	m2 := nats.NewMsg(jobs.JobSubject("ghost"))
-	m2.Data = []byte(`{"id": "lost", "cmd": ["true"]}`)
-	if _, err := js.PublishMsg(ctx, m2); err != nil {
-		t.Fatal(err)
-	}
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	batch, err := g.cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
-		t.Fatal(err)
+		g.t.Fatal(err)
 	}
 	for range batch.Messages() {
-		// taken, never acked: this "worker" died
 	}
+	return ack.Sequence
+}
+
+// expectDead waits for the internal_error result of job id, delivered once,
+// and checks that the job left CORRAL_JOBS for CORRAL_DEAD.
+func (g *ghostQueue) expectDead(results <-chan *nats.Msg, id string, seq uint64) {
+	g.t.Helper()
+	ctx := context.Background()
 	select {
 	case msg := <-results:
 		var r jobs.Result
 		json.Unmarshal(msg.Data, &r)
-		if r.ID != "lost" || r.Status != jobs.StatusInternalError || r.Attempt != 1 || !strings.Contains(r.Error, "delivered 1 times") {
-			t.Fatalf("%+v", r)
+		if r.ID != id || r.Status != jobs.StatusInternalError || r.Attempt != 1 || !strings.Contains(r.Error, "delivered 1 times") {
+			g.t.Fatalf("%+v", r)
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatal("no result for a job whose deliveries were all lost")
+		g.t.Fatal("no result for a job whose deliveries were all lost")
 	}
-	dead, err := js.Stream(ctx, jobs.StreamDead)
+	stream, err := g.js.Stream(ctx, jobs.StreamJobs)
 	if err != nil {
-		t.Fatal(err)
+		g.t.Fatal(err)
+	}
+	// The job is removed after its result is out.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("the dead job is still queued: %v", err)
+		}
+	}
+	dead, err := g.js.Stream(ctx, jobs.StreamDead)
+	if err != nil {
+		g.t.Fatal(err)
 	}
 	dm, err := dead.GetLastMsgForSubject(ctx, jobs.DeadSubject("ghost"))
 	if err != nil {
-		t.Fatal(err)
+		g.t.Fatal(err)
 	}
-	if dm.Header.Get(jobs.HeaderAttempts) != "1" || dm.Header.Get(jobs.HeaderError) == "" || !bytes.Contains(dm.Data, []byte(`"lost"`)) {
-		t.Fatalf("dead copy: %v %s", dm.Header, dm.Data)
+	if dm.Header.Get(jobs.HeaderAttempts) != "1" || dm.Header.Get(jobs.HeaderError) == "" || !bytes.Contains(dm.Data, []byte(`"`+id+`"`)) {
+		g.t.Fatalf("dead copy: %v %s", dm.Header, dm.Data)
 	}
+}
+
+// advisoriesKept waits until CORRAL_ADVISORIES holds n messages.
+func (g *ghostQueue) advisoriesKept(n uint64) {
+	g.t.Helper()
+	advisories, err := g.js.Stream(context.Background(), jobs.StreamAdvisories)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		info, err := advisories.Info(context.Background())
+		if err != nil {
+			g.t.Fatal(err)
+		}
+		if info.State.Msgs == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("CORRAL_ADVISORIES holds %d, want %d", info.State.Msgs, n)
+		}
+	}
+}
+
+// resultsOf subscribes to job id's default result subject.
+func (g *ghostQueue) resultsOf(id string) <-chan *nats.Msg {
+	results := make(chan *nats.Msg, 4)
+	sub, err := g.nc.ChanSubscribe(jobs.ResultSubject(id), results)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.t.Cleanup(func() { sub.Unsubscribe() })
+	return results
+}
+
+// start starts a worker on the queue; with idle set, its only slot stays
+// taken, so it fetches nothing.
+func (g *ghostQueue) start(idle bool) {
+	w, err := New(g.nc, g.cfg)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if idle {
+		<-w.slots
+		g.t.Cleanup(func() { w.slots <- struct{}{} })
+	}
+	if err := w.Start(context.Background()); err != nil {
+		g.t.Fatal(err)
+	}
+	g.t.Cleanup(w.Stop)
+}
+
+func TestWorkerDeadAfterLastDelivery(t *testing.T) {
+	g := newGhostQueue(t)
+	results := g.resultsOf("lost")
+	// The worker runs, but the "dead worker" takes the only delivery.
+	g.start(true)
+	seq := g.abandon(`{"id": "lost", "cmd": ["true"]}`)
+	g.expectDead(results, "lost", seq)
+	g.advisoriesKept(0)
+}
+
+// A job whose last delivery was lost while no worker was connected gets its
+// result from the next worker that starts: CORRAL_ADVISORIES kept the
+// server's advisory for it.
+func TestWorkerDeadWhileNoWorker(t *testing.T) {
+	g := newGhostQueue(t)
+	seq := g.abandon(`{"id": "unheard", "cmd": ["true"]}`)
+	g.advisoriesKept(1)
+	results := g.resultsOf("unheard")
+	g.start(false)
+	g.expectDead(results, "unheard", seq)
+	g.advisoriesKept(0)
 }
 
 // Stop hands back a job still running when the grace period ends, unless
