@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -228,9 +229,13 @@ func (w *Worker) Start(ctx context.Context) error {
 		if info := c.CachedInfo(); info != nil && info.Config.AckWait > 0 && info.Config.AckWait < w.ackWait {
 			w.ackWait = info.Config.AckWait
 		}
-		// The last delivery is the consumer's, whatever the config says.
-		if info := c.CachedInfo(); info != nil && info.Config.MaxDeliver > 0 {
+		// The last delivery is the consumer's, whatever the config says;
+		// an existing consumer may deliver without limit (-1).
+		if info := c.CachedInfo(); info != nil {
 			w.maxDeliver[q.Name] = info.Config.MaxDeliver
+			if info.Config.MaxDeliver <= 0 {
+				w.maxDeliver[q.Name] = math.MaxInt
+			}
 		}
 		consumers[i] = c
 		if advisories[i], err = EnsureAdvisoryConsumer(ctx, w.js, q.Name); err != nil {
@@ -753,7 +758,7 @@ func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
 // lastDelivery is the delivery count of a job of q that the server will not
 // deliver again: its consumer's MaxDeliver.
 func (w *Worker) lastDelivery(q QueueConfig) int {
-	if n, ok := w.maxDeliver[q.Name]; ok && n > 0 {
+	if n, ok := w.maxDeliver[q.Name]; ok {
 		return n
 	}
 	return w.cfg.Consumer.MaxDeliver

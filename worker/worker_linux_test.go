@@ -29,6 +29,13 @@ type e2e struct {
 
 func startE2E(t *testing.T, mod func(*Config)) *e2e {
 	t.Helper()
+	return startE2EAfter(t, mod, nil)
+}
+
+// startE2EAfter is startE2E with prepare run on the server before the
+// worker starts.
+func startE2EAfter(t *testing.T, mod func(*Config), prepare func(jetstream.JetStream)) *e2e {
+	t.Helper()
 	store, _ := rootfstest.BusyboxImage(t)
 	m := rootfstest.Mounter(t)
 	url, _ := natstest.Server(t)
@@ -41,6 +48,9 @@ func startE2E(t *testing.T, mod func(*Config)) *e2e {
 	}
 	if mod != nil {
 		mod(&cfg)
+	}
+	if prepare != nil {
+		prepare(js)
 	}
 	w, err := New(nc, cfg)
 	if err != nil {
@@ -446,12 +456,35 @@ func TestWorkerDeadWhileNoWorker(t *testing.T) {
 // that is the job's last delivery: the server would not deliver it again and
 // it would end as internal_error, so it runs to its end.
 func TestWorkerStopLastDelivery(t *testing.T) {
-	for _, maxDeliver := range []int{1, 2} {
-		t.Run(fmt.Sprint("max_deliver=", maxDeliver), func(t *testing.T) {
-			e := startE2E(t, func(c *Config) {
+	for _, tc := range []struct {
+		name       string
+		maxDeliver int // of the config
+		existing   int // of a consumer that exists before the worker starts; 0: none
+		handBack   bool
+	}{
+		{"last", 1, 0, false},
+		{"not-last", 2, 0, true},
+		// The consumer's setting is in force: without a limit, no
+		// delivery is the last.
+		{"existing-unlimited", 1, -1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startE2EAfter(t, func(c *Config) {
 				c.Slots = 1
 				c.Grace = 100 * time.Millisecond
-				c.Consumer.MaxDeliver = maxDeliver
+				c.Consumer.MaxDeliver = tc.maxDeliver
+			}, func(js jetstream.JetStream) {
+				if tc.existing == 0 {
+					return
+				}
+				if _, err := EnsureStreams(context.Background(), js, StreamConfig{}); err != nil {
+					t.Fatal(err)
+				}
+				cc := QueueConsumerConfig("default", ConsumerConfig{}.WithDefaults())
+				cc.MaxDeliver = tc.existing
+				if _, err := js.CreateConsumer(context.Background(), jobs.StreamJobs, cc); err != nil {
+					t.Fatal(err)
+				}
 			})
 			ch := e.results("corral.results.slow")
 			e.submit("default", "slow", `{"id": "slow", "cmd": ["sh", "-c", "sleep 1.5; echo finished"]}`)
@@ -475,7 +508,7 @@ func TestWorkerStopLastDelivery(t *testing.T) {
 			start := time.Now()
 			e.w.Stop()
 			took := time.Since(start)
-			if maxDeliver == 1 {
+			if !tc.handBack {
 				r := wait(t, ch)
 				if r.Status != jobs.StatusOK || r.Attempt != 1 || r.Steps[0].Stdout != "finished\n" {
 					t.Fatalf("%+v", r)
