@@ -507,7 +507,13 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg, freeSlot func()) {
 		res.Status = jobs.StatusInternalError
 		res.Error = runErr.Error()
 		var pe panicError
-		if res.Attempt < w.lastDelivery(q) && !healthy && !isImageError(runErr) && !errors.As(runErr, &pe) {
+		retries := w.lastDelivery(q)
+		if retries == math.MaxInt {
+			// A consumer without a limit: the worker's bounds the
+			// retries of a job that breaks its sandbox.
+			retries = w.cfg.Consumer.MaxDeliver
+		}
+		if res.Attempt < retries && !healthy && !isImageError(runErr) && !errors.As(runErr, &pe) {
 			// The sandbox broke: let another attempt (maybe another
 			// worker) try it.
 			log.Warn("job failed inside the worker; redelivering", zap.Error(runErr))
