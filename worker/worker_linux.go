@@ -282,9 +282,12 @@ func (w *Worker) Start(ctx context.Context) error {
 		go w.runner()
 	}
 	for i, q := range w.cfg.Queues {
-		cc, err := advisories[i].Consume(w.onMaxDeliveries(q), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			w.log.Debug("max deliveries: consume", zap.String("queue", q.Name), zap.Error(err))
-		}))
+		// Few at a time: each takes a few round trips while the ones
+		// held behind it wait within their ack wait.
+		cc, err := advisories[i].Consume(w.onMaxDeliveries(q), jetstream.PullMaxMessages(16),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				w.log.Debug("max deliveries: consume", zap.String("queue", q.Name), zap.Error(err))
+			}))
 		if err != nil {
 			return fmt.Errorf("queue %s: %w", q.Name, err)
 		}
