@@ -22,8 +22,8 @@ var ErrInvalidConfig = errors.New("invalid config")
 const maxReplicas = 5
 
 // StreamConfig holds the worker settings of the streams the protocol names
-// (CORRAL_JOBS, CORRAL_RESULTS, CORRAL_DEAD) and of CORRAL_ADVISORIES. The zero value means all
-// defaults; call WithDefaults before Validate.
+// (CORRAL_JOBS, CORRAL_RESULTS, CORRAL_DEAD) and of CORRAL_ADVISORIES. The
+// zero value means all defaults; call WithDefaults before Validate.
 type StreamConfig struct {
 	// Replicas is the replica count of every stream, 1 to 5. Default 1;
 	// use 3 on a cluster.
@@ -145,11 +145,10 @@ func (m Mismatch) String() string {
 	return fmt.Sprintf("%s: %s is %s, want %s", what, m.Setting, m.Have, m.Want)
 }
 
-// StreamConfigs returns the configs of the three streams of the protocol,
-// CORRAL_JOBS, CORRAL_RESULTS and CORRAL_DEAD, and of CORRAL_ADVISORIES,
-// which keeps the server's max-deliveries advisories of CORRAL_JOBS until a
-// worker handled them, as EnsureStreams creates them. cfg must be valid
-// after defaults.
+// StreamConfigs returns the configs of the streams, as EnsureStreams creates
+// them: the protocol's CORRAL_JOBS, CORRAL_RESULTS and CORRAL_DEAD, and
+// CORRAL_ADVISORIES, which keeps the server's max-deliveries advisories of
+// CORRAL_JOBS until a worker handled them. cfg must be valid after defaults.
 func StreamConfigs(cfg StreamConfig) []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{{
 		Name:        jobs.StreamJobs,
@@ -187,8 +186,8 @@ func StreamConfigs(cfg StreamConfig) []jetstream.StreamConfig {
 }
 
 // EnsureStreams makes sure CORRAL_JOBS, CORRAL_RESULTS, CORRAL_DEAD and
-// CORRAL_ADVISORIES exist, creating each one that is missing with the settings of
-// StreamConfigs. A stream that already exists is used as it is, never
+// CORRAL_ADVISORIES exist, creating each one that is missing with the
+// settings of StreamConfigs. A stream that already exists is used as it is, never
 // updated: each of its settings the protocol names (subjects, retention,
 // storage, replicas, the duplicate window of CORRAL_JOBS, the max age of
 // CORRAL_RESULTS, CORRAL_DEAD and CORRAL_ADVISORIES) that differs is

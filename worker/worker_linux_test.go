@@ -291,8 +291,6 @@ func TestWorkerBurst(t *testing.T) {
 	}
 }
 
-// A job every delivery of which was lost (workers died with it) still gets
-// its result: internal_error, and a copy in CORRAL_DEAD.
 // ghostQueue is queue "ghost" on a fresh server: ack wait 1 s, one delivery.
 type ghostQueue struct {
 	t    *testing.T
@@ -429,6 +427,8 @@ func (g *ghostQueue) start(idle bool) {
 	g.t.Cleanup(w.Stop)
 }
 
+// A job every delivery of which was lost (workers died with it) still gets
+// its result: internal_error, and a copy in CORRAL_DEAD.
 func TestWorkerDeadAfterLastDelivery(t *testing.T) {
 	g := newGhostQueue(t)
 	results := g.resultsOf("lost")
