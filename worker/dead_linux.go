@@ -98,6 +98,8 @@ func (w *Worker) bury(ctx context.Context, q QueueConfig, stream jetstream.Strea
 	if err := stream.DeleteMsg(ctx, raw.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("remove: %w", err)
 	}
+	w.metrics.result(res)
+	w.metrics.dead.WithLabelValues(q.Name).Inc()
 	w.log.Warn("job dead after its last delivery", zap.String("job", id), zap.String("queue", q.Name), zap.Int("deliveries", deliveries))
 	return nil
 }

@@ -81,6 +81,9 @@ type sandboxPool struct {
 	resets sync.WaitGroup
 	// changed is closed (and replaced) when a sandbox comes back or goes.
 	changed chan struct{}
+	// alive counts the sandboxes of each image, busy or idle, from their
+	// creation to their destruction.
+	alive map[string]int
 
 	// What the pool did, for PoolStats.
 	created, createNs, reset, resetNs, resetKept atomic.Int64
@@ -102,7 +105,7 @@ func newSandboxPool(cfg PoolConfig) (*sandboxPool, error) {
 	if cfg.CgroupParent == "" {
 		cfg.CgroupParent = isolate.OwnerCgroupParent("", os.Getpid())
 	}
-	p := &sandboxPool{cfg: cfg, idle: make(map[string][]*pooled), changed: make(chan struct{})}
+	p := &sandboxPool{cfg: cfg, idle: make(map[string][]*pooled), changed: make(chan struct{}), alive: make(map[string]int)}
 	// One range more than Max: a sandbox being replaced may still be
 	// closing while its successor starts.
 	for i := 2*cfg.Max - 1; i >= 0; i-- {
@@ -231,6 +234,9 @@ func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int) (*
 	took := time.Since(start)
 	p.created.Add(1)
 	p.createNs.Add(int64(took))
+	p.mu.Lock()
+	p.alive[img.Name]++
+	p.mu.Unlock()
 	p.cfg.Log.Debug("sandbox created", zap.String("sandbox", sb.ID()), zap.String("image", img.Name), zap.Duration("took", took))
 	return &pooled{Sandbox: sb, image: img.Name, digest: img.Digest, disk: p.cfg.DiskBytes, idx: idx, release: release}, nil
 }
@@ -288,7 +294,27 @@ func (p *sandboxPool) destroy(ps *pooled) {
 	ps.release()
 	p.mu.Lock()
 	p.free = append(p.free, ps.idx)
+	if p.alive[ps.image]--; p.alive[ps.image] <= 0 {
+		delete(p.alive, ps.image)
+	}
 	p.mu.Unlock()
+}
+
+// sandboxCounts returns, per image, the idle (warm) sandboxes and the busy
+// ones (running a job, or being reset after one).
+func (p *sandboxPool) sandboxCounts() (idle, busy map[string]int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	idle, busy = make(map[string]int, len(p.alive)), make(map[string]int, len(p.alive))
+	for _, list := range p.idle {
+		for _, ps := range list {
+			idle[ps.image]++
+		}
+	}
+	for img, n := range p.alive {
+		busy[img] = max(n-idle[img], 0)
+	}
+	return idle, busy
 }
 
 // warm makes n idle sandboxes for image ahead of jobs; prepare, when set,

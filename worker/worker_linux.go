@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/corralhq/corral/jobs"
@@ -62,6 +63,9 @@ type Config struct {
 	Host, Version string
 	// Log is the worker's logger. Default: none.
 	Log *zap.Logger
+	// Metrics, when set, registers the worker's Prometheus metrics
+	// (metrics.go names them). Default: none registered.
+	Metrics prometheus.Registerer
 }
 
 // WithDefaults returns the config with unset fields defaulted.
@@ -140,6 +144,10 @@ type Worker struct {
 	objs ObjectStore
 	log  *zap.Logger
 
+	metrics *metrics
+	busy    atomic.Int64 // slots running a job
+	ready   atomic.Bool  // pulling jobs: started, not stopping
+
 	slots chan struct{} // one token per free slot
 	// finishing holds a token per job whose result is being published
 	// after its slot was freed.
@@ -191,6 +199,12 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 		cancels:    newCancelRegistry(jobs.CancelMemory),
 		maxDeliver: map[string]int{},
 		stopping:   make(chan struct{}),
+		metrics:    newMetrics(),
+	}
+	if cfg.Metrics != nil {
+		if err := w.register(cfg.Metrics); err != nil {
+			return nil, err
+		}
 	}
 	for i := 0; i < cfg.Slots; i++ {
 		w.slots <- struct{}{}
@@ -295,8 +309,15 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.loops.Add(1)
 		go w.fetchLoop(q, consumers[i])
 	}
+	w.ready.Store(true)
 	w.log.Info("worker started", zap.Int("slots", w.cfg.Slots), zap.Int("queues", len(w.cfg.Queues)))
 	return nil
+}
+
+// Ready reports whether the worker pulls jobs: Start has returned and Stop
+// has not begun.
+func (w *Worker) Ready() bool {
+	return w.ready.Load()
 }
 
 // Stop takes no new jobs, lets running ones finish within the grace period,
@@ -305,6 +326,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // blocks until done and is idempotent.
 func (w *Worker) Stop() {
 	w.stopOnce.Do(func() {
+		w.ready.Store(false)
 		close(w.stopping)
 		w.loops.Wait()
 		close(w.work) // no more jobs: the idle runners end
@@ -377,6 +399,7 @@ func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
 		if err != nil {
 			w.release(n)
 			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				w.metrics.fetchErrors.WithLabelValues(q.Name).Inc()
 				w.log.Warn("fetch", zap.String("queue", q.Name), zap.Error(err))
 			}
 			select {
@@ -391,8 +414,9 @@ func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
 			w.running.Add(1)
 			job := func() {
 				defer w.running.Done()
+				w.busy.Add(1)
 				var once sync.Once
-				free := func() { once.Do(func() { w.release(1) }) }
+				free := func() { once.Do(func() { w.busy.Add(-1); w.release(1) }) }
 				defer free()
 				defer w.recoverJob(q, msg)
 				w.handle(q, msg, free)
@@ -446,6 +470,7 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg, freeSlot func()) {
 	}
 	res.Timing.EnqueuedAt = meta.Timestamp
 	res.Timing.QueueMs = ms(received.Sub(meta.Timestamp))
+	w.metrics.queueWait.WithLabelValues(q.Name).Observe(res.Timing.QueueMs / 1000)
 	job, reply, rerr := w.admit(q, msg, res)
 	// Lazily: most jobs log nothing at the default level.
 	log := w.log.WithLazy(zap.String("job", res.ID), zap.String("queue", q.Name), zap.Int("attempt", res.Attempt))
@@ -497,6 +522,7 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg, freeSlot func()) {
 	if context.Cause(ctx) == errShutdown {
 		// Stopped mid-job: hand it back for another worker, no result.
 		log.Info("job handed back on shutdown")
+		w.metrics.handedBack.WithLabelValues(q.Name, handBackShutdown).Inc()
 		_ = msg.Nak()
 		return
 	}
@@ -520,6 +546,7 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg, freeSlot func()) {
 			// The sandbox broke: let another attempt (maybe another
 			// worker) try it.
 			log.Warn("job failed inside the worker; redelivering", zap.Error(runErr))
+			w.metrics.handedBack.WithLabelValues(q.Name, handBackSandboxBroken).Inc()
 			_ = msg.NakWithDelay(time.Second)
 			return
 		}
@@ -782,9 +809,11 @@ func (w *Worker) finish(log *zap.Logger, msg jetstream.Msg, res *jobs.Result, re
 	}
 	if err := w.publish(res, reply); err != nil {
 		log.Warn("publishing the result failed; redelivering the job", zap.Error(err))
+		w.metrics.handedBack.WithLabelValues(res.Queue, handBackPublishFailed).Inc()
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
+	w.metrics.result(res)
 	var err error
 	if ran {
 		err = msg.DoubleAck(context.Background())
@@ -823,6 +852,7 @@ func (w *Worker) publish(res *jobs.Result, subject string) error {
 
 // dead keeps a copy of a job that could not be run in CORRAL_DEAD.
 func (w *Worker) dead(log *zap.Logger, q QueueConfig, msg jetstream.Msg, res *jobs.Result) {
+	w.metrics.dead.WithLabelValues(q.Name).Inc()
 	m := nats.NewMsg(jobs.DeadSubject(q.Name))
 	m.Data = msg.Data()
 	m.Header.Set(jobs.HeaderError, res.Error)

@@ -45,6 +45,7 @@ type workerFlags struct {
 	warmEgress   *int
 	goProcs      *int
 	freshLayers  *bool
+	metrics      *string
 }
 
 func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
@@ -67,6 +68,7 @@ func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
 	wf.egressRate = fs.String("egress-rate", "", "per-sandbox upload rate limit in bits/s, e.g. 10M (default: none)")
 	wf.goProcs = fs.Int("go-procs", 0, "threads running this process's Go code at once (GOMAXPROCS; default: one per 4 slots, at most one per CPU; the GOMAXPROCS environment variable wins). The jobs run in their sandboxes and do not need them")
 	wf.freshLayers = fs.Bool("fresh-layers", false, "build a new writable layer after every job, even one that changed no file in it (default: such a layer, checked inode by inode, serves the next job, and its IPC namespace too after a job without System V IPC calls; see docs/sandbox.md)")
+	wf.metrics = fs.String("metrics", "", "serve Prometheus metrics on /metrics, and /healthz and /readyz, at this address, e.g. :9464 (default: off; see docs/worker.md)")
 	wf.verbose = fs.Bool("v", false, "log each sandbox and more")
 	return wf
 }
@@ -262,32 +264,47 @@ func (wf *workerFlags) startWorker(ctx context.Context, nc *nats.Conn, log *zap.
 			"hosts":       netpool.Hosts(),
 		}
 	}
-	stopEgress := func() {
+	// stopExtras stops what the worker uses but does not own.
+	stopExtras := func() {
 		if egress != nil {
 			if err := egress.Stop(); err != nil {
 				log.Warn("stopping the egress pool", zap.Error(err))
 			}
 		}
 	}
+	// Metrics and health answer while the sandboxes warm (not ready yet).
+	var ms *metricsServer
+	if *wf.metrics != "" {
+		if ms, err = listenMetrics(*wf.metrics, log); err != nil {
+			stopExtras()
+			return nil, nil, err
+		}
+		cfg.Metrics = ms.reg
+		prev := stopExtras
+		stopExtras = func() { ms.stop(); prev() }
+	}
 	mounter, err := rootfs.NewMounter(rootfs.RunDir(*wf.data))
 	if err != nil {
-		stopEgress()
+		stopExtras()
 		return nil, nil, err
 	}
 	cfg.Pool.Store, cfg.Pool.Mounter = store, mounter
 	w, err = worker.New(nc, cfg)
 	if err != nil {
 		mounter.Close()
-		stopEgress()
+		stopExtras()
 		return nil, nil, err
+	}
+	if ms != nil {
+		ms.setReady(w.Ready)
 	}
 	if err := w.Start(ctx); err != nil {
 		w.Stop()
 		mounter.Close()
-		stopEgress()
+		stopExtras()
 		return nil, nil, err
 	}
-	return w, func() { mounter.Close(); stopEgress() }, nil
+	return w, func() { mounter.Close(); stopExtras() }, nil
 }
 
 func cmdWorker(ctx context.Context, args []string) error {
