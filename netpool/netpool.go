@@ -63,9 +63,14 @@ type Config struct {
 	// DNS servers written into resolv.conf; sandboxes may always reach them
 	// on port 53 (UDP and TCP), even inside a denied range. Default none.
 	DNS []netip.Addr
-	// RateBitsPerSec limits each sandbox's outgoing traffic (token bucket on
-	// its eth0). 0, the default, is off.
+	// RateBitsPerSec limits each sandbox's outgoing traffic, what it
+	// uploads (token bucket on its eth0, which the job cannot change
+	// without CAP_NET_ADMIN). 0, the default, is off.
 	RateBitsPerSec uint64
+	// DownloadBitsPerSec limits each sandbox's incoming traffic (token
+	// bucket on the host end of its veth, where the bridge hands it the
+	// packets: outside the sandbox). 0, the default, is off.
+	DownloadBitsPerSec uint64
 	// Spare is how many veth pairs with addresses are kept ready, so that
 	// Attach only moves one end into the sandbox. Default 4; negative: none.
 	Spare int
@@ -111,6 +116,14 @@ func (c Config) Validate() error {
 	for _, d := range c.Deny {
 		if !d.IsValid() {
 			return fmt.Errorf("%w: invalid deny prefix", ErrBadConfig)
+		}
+	}
+	for _, r := range []struct {
+		what string
+		bits uint64
+	}{{"upload", c.RateBitsPerSec}, {"download", c.DownloadBitsPerSec}} {
+		if r.bits > 0 && r.bits < 8000 {
+			return fmt.Errorf("%w: %s rate %d bits/s is below 8000 (0: no limit)", ErrBadConfig, r.what, r.bits)
 		}
 	}
 	if c.Spare > 64 {

@@ -258,6 +258,10 @@ func (p *Pool) createPair(n int) error {
 	if err == nil {
 		err = p.nl.LinkSetIsolated(l, true)
 	}
+	if err == nil && p.cfg.DownloadBitsPerSec > 0 {
+		// What the bridge forwards to the sandbox leaves through this end.
+		err = p.nl.QdiscAdd(tbf(l.Attrs().Index, p.cfg.DownloadBitsPerSec))
+	}
 	if err == nil {
 		err = p.nl.LinkSetUp(l)
 	}
@@ -367,16 +371,25 @@ func (p *Pool) wire(ctx context.Context, l *Lease, path string, allow []Allow) e
 		return err
 	}
 	if rate := p.cfg.RateBitsPerSec; rate > 0 {
-		bps := rate / 8
-		burst := uint32(max(bps/100, 16*1024))
-		q := &netlink.Tbf{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: in.Attrs().Index,
-			Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT},
-			Rate: bps, Buffer: burst, Limit: burst + uint32(min(bps/20, 1<<24))}
-		if err := step("rate limit", sh.QdiscAdd(q)); err != nil {
+		if err := step("rate limit", sh.QdiscAdd(tbf(in.Attrs().Index, rate))); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// tbf is a token bucket of rate bits/s as the root qdisc of a link's
+// transmit side: a burst of 10 ms of traffic (at least 16 KiB, more than a
+// full-size frame), and up to 50 ms more queued (at most 16 MiB) before
+// packets are dropped. The kernel takes the bucket's size as the time the
+// burst takes at rate, in scheduler ticks (tc's "burst" converted): given
+// in bytes, a bucket smaller than one frame would pass no full-size frame.
+func tbf(link int, rate uint64) *netlink.Tbf {
+	bps := rate / 8
+	burst := uint32(max(bps/100, 16*1024))
+	return &netlink.Tbf{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: link,
+		Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT},
+		Rate: bps, Buffer: netlink.Xmittime(bps, burst), Limit: burst + uint32(min(bps/20, 1<<24))}
 }
 
 // unwire removes a lease's veth, rules, conntrack and neighbour entries

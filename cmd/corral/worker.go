@@ -42,6 +42,7 @@ type workerFlags struct {
 	egressDeny   listFlag
 	dns          listFlag
 	egressRate   *string
+	egressDown   *string
 	warmEgress   *int
 	goProcs      *int
 	freshLayers  *bool
@@ -66,6 +67,7 @@ func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
 	fs.Var(&wf.dns, "dns", "DNS server written into the sandboxes' /etc/resolv.conf (repeatable)")
 	wf.warmEgress = fs.Int("warm-egress", 0, "with --egress, keep N warm sandboxes with their network attached (egress jobs then pay no network setup)")
 	wf.egressRate = fs.String("egress-rate", "", "per-sandbox upload rate limit in bits/s, e.g. 10M (default: none)")
+	wf.egressDown = fs.String("egress-download-rate", "", "per-sandbox download rate limit in bits/s, e.g. 50M (default: none)")
 	wf.goProcs = fs.Int("go-procs", 0, "threads running this process's Go code at once (GOMAXPROCS; default: one per 4 slots, at most one per CPU; the GOMAXPROCS environment variable wins). The jobs run in their sandboxes and do not need them")
 	wf.freshLayers = fs.Bool("fresh-layers", false, "build a new writable layer after every job, even one that changed no file in it (default: such a layer, checked inode by inode, serves the next job, and its IPC namespace too after a job without System V IPC calls; see docs/sandbox.md)")
 	wf.metrics = fs.String("metrics", "", "serve Prometheus metrics on /metrics, and /healthz and /readyz, at this address, e.g. :9464 (default: off; see docs/worker.md)")
@@ -376,12 +378,19 @@ func (wf *workerFlags) egressPool(ctx context.Context, log *zap.Logger) (*netpoo
 		}
 		nc.DNS = append(nc.DNS, a)
 	}
-	if *wf.egressRate != "" {
-		n, err := parseSize(*wf.egressRate)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--egress-rate: %w", err)
+	for _, r := range []struct {
+		flag string
+		val  *string
+		dst  *uint64
+	}{{"egress-rate", wf.egressRate, &nc.RateBitsPerSec}, {"egress-download-rate", wf.egressDown, &nc.DownloadBitsPerSec}} {
+		if *r.val == "" {
+			continue
 		}
-		nc.RateBitsPerSec = uint64(n)
+		n, err := parseSize(*r.val)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--%s: %w", r.flag, err)
+		}
+		*r.dst = uint64(n)
 	}
 	pool, err := netpool.New(nc)
 	if err != nil {

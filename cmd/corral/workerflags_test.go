@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -41,6 +43,25 @@ func TestWorkerFreshLayers(t *testing.T) {
 		}
 		if cfg.Pool.FreshLayers != tt.want {
 			t.Errorf("%s %v: FreshLayers %v, want %v", tt.file, tt.args, cfg.Pool.FreshLayers, tt.want)
+		}
+	}
+}
+
+// A bad rate is refused by the flag's name before any network is made.
+func TestWorkerEgressRateFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--egress-rate", "fast"},
+		{"--egress-download-rate", "fast"},
+		{"--egress-download-rate", "100"}, // below 8000 bits/s: netpool refuses it
+	} {
+		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+		wf := addWorkerFlags(fs)
+		if err := fs.Parse(append(args, "--worker-id", "zz")); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := wf.egressPool(context.Background(), zap.NewNop())
+		if err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(args[0], "--")) && !strings.Contains(err.Error(), "download rate") {
+			t.Errorf("%v: %v", args, err)
 		}
 	}
 }
