@@ -839,15 +839,38 @@ func (w *Worker) publish(res *jobs.Result, subject string) error {
 	m.Data = data
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = w.js.PublishMsg(ctx, m)
-	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-		// No stream captures the subject: core NATS.
-		if err := w.nc.PublishMsg(m); err != nil {
-			return err
-		}
-		return w.nc.FlushTimeout(10 * time.Second)
+	stored, err := w.stored(ctx, subject)
+	if err != nil {
+		return err
 	}
-	return err
+	if stored {
+		_, err = w.js.PublishMsg(ctx, m)
+		return err
+	}
+	if err := w.nc.PublishMsg(m); err != nil {
+		return err
+	}
+	return w.nc.FlushTimeout(10 * time.Second)
+}
+
+// stored reports whether a stream captures subject. The default result
+// subjects are CORRAL_RESULTS', which Start made sure of; any other is
+// asked of the server. Publishing through JetStream to a subject no
+// stream captures is not enough to find out: a core subscriber there gets
+// the message as a request it never answers, and the publish waits for a
+// PubAck that never comes.
+func (w *Worker) stored(ctx context.Context, subject string) (bool, error) {
+	if strings.HasPrefix(subject, jobs.SubjectResults) {
+		return true, nil
+	}
+	_, err := w.js.StreamNameBySubject(ctx, subject)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("which stream stores %s: %w", subject, err)
 }
 
 // dead keeps a copy of a job that could not be run in CORRAL_DEAD.

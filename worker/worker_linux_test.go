@@ -671,3 +671,64 @@ func TestWorkerEveryField(t *testing.T) {
 		t.Errorf("job: %s %+v %v", r.Status, r.Files, r.Labels)
 	}
 }
+
+// A reply_to no stream captures, with a core subscriber, gets one result
+// and the job is acked at once; one that another stream captures is stored
+// there. Before, the first was published as a JetStream request the
+// subscriber never answered: no PubAck, a Nak after 10 s, the job run
+// again, three times, then buried.
+func TestWorkerCustomReplySubjects(t *testing.T) {
+	e := startE2E(t, nil)
+	ctx := context.Background()
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: "APP", Subjects: []string{"app.stored.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	core := e.results("app.core.>")
+	e.submit("default", "", `{"id": "core1", "cmd": ["true"], "reply_to": "app.core.core1"}`)
+	if r := wait(t, core); r.ID != "core1" || r.Status != jobs.StatusOK || r.Attempt != 1 {
+		t.Fatalf("%+v", r)
+	}
+	cons, err := e.js.Consumer(ctx, jobs.StreamJobs, jobs.ConsumerName("default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumAckPending == 0 && info.NumPending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job not acked 5 s after its result: %d ack pending", info.NumAckPending)
+		}
+	}
+	select {
+	case r := <-core:
+		t.Fatalf("a second result: %+v", r)
+	case <-time.After(500 * time.Millisecond):
+	}
+
+	stored := e.results("app.stored.>")
+	e.submit("default", "", `{"id": "st1", "cmd": ["true"], "reply_to": "app.stored.st1"}`)
+	if r := wait(t, stored); r.ID != "st1" || r.Status != jobs.StatusOK {
+		t.Fatalf("%+v", r)
+	}
+	app, err := e.js.Stream(ctx, "APP")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		m, err := app.GetLastMsgForSubject(ctx, "app.stored.st1")
+		if err == nil {
+			if m.Header.Get(jobs.HeaderMsgID) != jobs.ResultMsgID("st1") {
+				t.Fatalf("stored without its Nats-Msg-Id: %v", m.Header)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("result not stored in APP: %v", err)
+		}
+	}
+}
