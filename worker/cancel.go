@@ -13,8 +13,9 @@ import (
 var errCancelled = errors.New("cancelled through " + jobs.SubjectCancel + "ID")
 
 // cancelRegistry routes corral.cancel.ID to the running job, and remembers
-// a cancel that came before its job for a while (jobs.CancelMemory), so the
-// job ends cancelled without running.
+// every cancel for a while (jobs.CancelMemory): a job that comes after its
+// cancel, or comes again (redelivered after its worker died), ends
+// cancelled without running.
 type cancelRegistry struct {
 	mu      sync.Mutex
 	memory  time.Duration
@@ -30,13 +31,12 @@ func newCancelRegistry(memory time.Duration) *cancelRegistry {
 	}
 }
 
-// cancel cancels the running job id, or remembers the cancel.
+// cancel cancels the running job id, and remembers the cancel.
 func (r *cancelRegistry) cancel(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c, ok := r.running[id]; ok {
 		c(errCancelled)
-		return
 	}
 	r.early[id] = time.Now()
 }

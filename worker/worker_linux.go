@@ -528,6 +528,16 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg, freeSlot func()) {
 	}
 	var re *jobs.RejectError
 	switch {
+	case context.Cause(ctx) == errCancelled:
+		// Whatever the cancel interrupted (a step, collecting files,
+		// waiting for a sandbox) and whatever error that gave, the job
+		// ends cancelled, never retried.
+		res.Status = jobs.StatusCancelled
+		res.Error = "cancelled through " + jobs.SubjectCancel + res.ID
+		if outcome != nil {
+			res.Steps = outcome.Steps
+			res.Files = outcome.Files
+		}
 	case errors.As(runErr, &re):
 		res.Status = jobs.StatusRejected
 		res.Error = re.Error()
@@ -555,9 +565,6 @@ func (w *Worker) handle(q QueueConfig, msg jetstream.Msg, freeSlot func()) {
 		res.Steps = outcome.Steps
 		res.Files = outcome.Files
 		res.Status = jobs.FinalStatus(res.Steps)
-		if context.Cause(ctx) == errCancelled {
-			res.Status = jobs.StatusCancelled
-		}
 		if len(outcome.Notes) > 0 {
 			res.Error = joinNotes(outcome.Notes)
 		}

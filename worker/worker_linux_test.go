@@ -732,3 +732,40 @@ func TestWorkerCustomReplySubjects(t *testing.T) {
 		}
 	}
 }
+
+// A cancel that lands outside a running step (here between taking the
+// sandbox and fetching the job's object file) still ends the job cancelled, at once and
+// for good: not internal_error, not run again.
+func TestWorkerCancelOutsideStep(t *testing.T) {
+	var e *e2e
+	beforeRun = func(j *jobs.Job) {
+		if j.Labels["cancel"] == "self" {
+			e.nc.Publish(jobs.CancelSubject(j.ID), nil)
+			e.nc.Flush()
+			time.Sleep(300 * time.Millisecond) // the worker's subscription takes it
+		}
+	}
+	defer func() { beforeRun = nil }()
+	e = startE2E(t, nil)
+	ctx := context.Background()
+	bucket, err := e.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "inputs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bucket.PutBytes(ctx, "data.txt", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	all := e.results("corral.results.>")
+	// Fetching the object fails on the cancelled context: before, that
+	// error ended the job rejected.
+	e.submit("default", "", `{"id": "selfcancel", "files": [{"path": "a", "object": "inputs/data.txt"}], "cmd": ["true"], "labels": {"cancel": "self"}}`)
+	r := wait(t, all)
+	if r.ID != "selfcancel" || r.Status != jobs.StatusCancelled || r.Attempt != 1 {
+		t.Fatalf("%+v", r)
+	}
+	select {
+	case r := <-all:
+		t.Fatalf("a second result: %+v", r)
+	case <-time.After(2 * time.Second):
+	}
+}
