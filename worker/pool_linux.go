@@ -25,7 +25,8 @@ type PoolConfig struct {
 	// Max is the most sandboxes alive at once, busy or warm. Default: the
 	// worker's slots.
 	Max int
-	// DiskBytes is the writable layer of a warm sandbox. Default 256 MiB.
+	// DiskBytes is the writable layer of a warm sandbox. Default (in a
+	// worker's Config): the first queue's default disk_bytes.
 	DiskBytes int64
 	// UIDBase is the first host uid of sandbox ranges; sandbox k uses
 	// UIDBase + k*65536. Default isolate.DefaultUIDBase.

@@ -91,6 +91,11 @@ func (c Config) WithDefaults() Config {
 			c.Pool.Max += n
 		}
 	}
+	if c.Pool.DiskBytes <= 0 {
+		// Warm sandboxes fit the first queue's jobs; another queue's
+		// default size costs its jobs a reset to that size.
+		c.Pool.DiskBytes = c.Queues[0].Defaults.DiskBytes
+	}
 	c.Streams = c.Streams.WithDefaults()
 	c.Consumer = c.Consumer.WithDefaults()
 	if c.Grace <= 0 {
@@ -704,7 +709,11 @@ func (w *Worker) run(ctx context.Context, q QueueConfig, job *jobs.Job, res *job
 			return nil, errors.As(err, &re), err
 		}
 	}
-	if disk := jobs.DiskBytes(job.Steps); disk > 0 && disk != ps.disk {
+	disk := jobs.DiskBytes(job.Steps)
+	if disk == 0 {
+		disk = q.Defaults.DiskBytes
+	}
+	if disk != ps.disk {
 		if err := ps.Reset(ctx, disk); err != nil {
 			return nil, false, err
 		}

@@ -246,12 +246,23 @@ func TestWorkerExpiredCancelledAndDedupe(t *testing.T) {
 func TestWorkerQueueDefaultsAndBigOutput(t *testing.T) {
 	e := startE2E(t, func(c *Config) {
 		c.Queues[1].Defaults = jobs.Limits{WallTimeMs: 300}
+		c.Queues = append(c.Queues, QueueConfig{Name: "small", Image: "busybox", Defaults: jobs.Limits{DiskBytes: 16 << 20}})
 	})
 	all := e.results("corral.results.>")
 	// The judge queue's default wall limit and strict profile apply.
 	e.submit("judge", "", `{"id": "slow", "cmd": ["sleep", "5"]}`)
 	if r := wait(t, all); r.Status != jobs.StatusWallTimeLimit {
 		t.Fatalf("%+v", r)
+	}
+	// A queue's default disk: the writable layer's size, which df reports,
+	// back and forth with the default queue's 256 MiB on the same pool.
+	for i, tc := range []struct{ queue, kib string }{{"small", "16384"}, {"default", "262144"}, {"small", "16384"}, {"default", "262144"}} {
+		e.submit(tc.queue, "", fmt.Sprintf(`{"id": "df%d", "cmd": ["df", "-k", "/work"]}`, i))
+		r := wait(t, all)
+		lines := strings.Split(strings.TrimSpace(r.Steps[0].Stdout), "\n")
+		if f := strings.Fields(lines[len(lines)-1]); r.Status != jobs.StatusOK || len(f) < 2 || f[1] != tc.kib {
+			t.Fatalf("%s: want %s KiB: %s %q %s", tc.queue, tc.kib, r.Status, r.Steps[0].Stdout, r.Steps[0].Stderr)
+		}
 	}
 	// A result never exceeds the max payload: 3 MiB of output on each
 	// stream, a 1 MiB server limit.
