@@ -3,6 +3,7 @@ package jobs
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -174,10 +175,50 @@ func decodeStrict(data []byte, v reflect.Value, field string) *RejectError {
 		v.Set(m)
 		return nil
 	}
-	if json.Unmarshal(data, v.Addr().Interface()) != nil {
+	if json.Unmarshal(data, v.Addr().Interface()) != nil && !setIntegral(data, v) {
 		return rejectf(field, "%s", typeReason(v.Type()))
 	}
 	return nil
+}
+
+// setIntegral sets the integer v to the JSON number data when that number
+// has no fractional part however it is written (2000.0, 2e3): JSON has one
+// kind of number, and JSON Schema's "integer" takes these too, as do
+// submitters whose language made the value a float.
+func setIntegral(data []byte, v reflect.Value) bool {
+	n, ok := integralNumber(data)
+	switch {
+	case !ok:
+		return false
+	case v.CanInt() && !v.OverflowInt(n):
+		v.SetInt(n)
+	case v.CanUint() && n >= 0 && !v.OverflowUint(uint64(n)):
+		v.SetUint(uint64(n))
+	default:
+		return false
+	}
+	return true
+}
+
+// integralNumber returns the value of the JSON number b when it is a whole
+// number, written as an integer or not, of magnitude at most 2^53 when
+// written with a fraction or exponent (beyond, a float64 is not exact).
+func integralNumber(b []byte) (int64, bool) {
+	if len(b) == 0 || b[0] == '"' {
+		return 0, false
+	}
+	var n json.Number
+	if json.Unmarshal(b, &n) != nil {
+		return 0, false
+	}
+	if i, err := n.Int64(); err == nil {
+		return i, true
+	}
+	f, err := n.Float64()
+	if err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+		return 0, false
+	}
+	return int64(f), true
 }
 
 // decodeStruct decodes a JSON object into the struct v.
@@ -206,8 +247,15 @@ func decodeStruct(data []byte, v reflect.Value, field string) *RejectError {
 		}
 	}
 	for _, mb := range members {
-		if err := decodeStrict(mb.value, v.FieldByIndex(fields[mb.key]), joinField(field, mb.key)); err != nil {
+		f := fields[mb.key]
+		fv := v.FieldByIndex(f.index)
+		if err := decodeStrict(mb.value, fv, joinField(field, mb.key)); err != nil {
 			return err
+		}
+		if f.nonEmpty && present[mb.key] && fv.Kind() == reflect.String && fv.Len() == 0 {
+			// An empty id, image, network, … is not a value the worker
+			// understands; absent (or null) means the default.
+			return rejectf(joinField(field, mb.key), "must not be empty (leave it out for the default)")
 		}
 	}
 	return nil
@@ -247,15 +295,23 @@ func objectMembers(data []byte) ([]member, bool) {
 func isNull(data []byte) bool { return string(bytes.TrimSpace(data)) == "null" }
 
 // fieldCache maps a struct type to its JSON field names and field indexes.
-var fieldCache sync.Map // reflect.Type -> map[string][]int
+var fieldCache sync.Map // reflect.Type -> map[string]fieldInfo
+
+// fieldInfo is what decoding needs of a struct field.
+type fieldInfo struct {
+	index []int
+	// nonEmpty: the field's tag has job:"nonempty"; a present empty string
+	// is rejected.
+	nonEmpty bool
+}
 
 // jsonFields returns the JSON names of t's exported fields (from their json
 // tags, else their Go names), mapped to their indexes.
-func jsonFields(t reflect.Type) map[string][]int {
+func jsonFields(t reflect.Type) map[string]fieldInfo {
 	if m, ok := fieldCache.Load(t); ok {
-		return m.(map[string][]int)
+		return m.(map[string]fieldInfo)
 	}
-	m := make(map[string][]int)
+	m := make(map[string]fieldInfo)
 	for _, f := range reflect.VisibleFields(t) {
 		if !f.IsExported() || f.Anonymous {
 			continue
@@ -267,7 +323,7 @@ func jsonFields(t reflect.Type) map[string][]int {
 		case "":
 			name = f.Name
 		}
-		m[name] = f.Index
+		m[name] = fieldInfo{index: f.Index, nonEmpty: f.Tag.Get("job") == "nonempty"}
 	}
 	fieldCache.Store(t, m)
 	return m

@@ -48,12 +48,12 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("valid job with %d steps", len(j.Steps))
 		}
 		for _, fl := range j.Files {
-			if strings.HasPrefix(fl.Path, "/") || hasDotDot(fl.Path) {
+			if strings.HasPrefix(fl.Path, "/") || oracleDotDot(fl.Path) {
 				t.Fatalf("valid job with file path %q", fl.Path)
 			}
 		}
 		for _, c := range j.Collect {
-			if strings.HasPrefix(c, "/") || hasDotDot(c) {
+			if strings.HasPrefix(c, "/") || oracleDotDot(c) {
 				t.Fatalf("valid job with collect %q", c)
 			}
 		}
@@ -92,7 +92,7 @@ func FuzzSafeRelPath(f *testing.F) {
 			}
 			return
 		}
-		if c == "" || c == "." || strings.HasPrefix(c, "/") || hasDotDot(c) || strings.IndexByte(c, 0) >= 0 {
+		if c == "" || c == "." || strings.HasPrefix(c, "/") || oracleDotDot(c) || strings.IndexByte(c, 0) >= 0 {
 			t.Fatalf("SafeRelPath(%q) = %q escapes", p, c)
 		}
 		if path.Clean(c) != c {
@@ -109,8 +109,8 @@ func FuzzSafeRelPath(f *testing.F) {
 	})
 }
 
-// hasDotDot reports whether p has a ".." element.
-func hasDotDot(p string) bool {
+// oracleDotDot reports (independently of the package) whether p has a ".." element.
+func oracleDotDot(p string) bool {
 	for el := range strings.SplitSeq(p, "/") {
 		if el == ".." {
 			return true

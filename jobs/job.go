@@ -4,7 +4,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -17,27 +20,27 @@ import (
 type Job struct {
 	// ID is the job's id, echoed in the result: 1 to 64 of [A-Za-z0-9_-].
 	// Default: the Nats-Msg-Id header, else one the worker generates.
-	ID string `json:"id,omitempty"`
+	ID string `json:"id,omitempty" job:"nonempty"`
 	// Image is the name of the rootfs image to run in. Default: the
 	// worker's default image.
-	Image string `json:"image,omitempty"`
+	Image string `json:"image,omitempty" job:"nonempty"`
 	// Files are written into /work before the first step. Default none.
 	Files []File `json:"files,omitempty"`
 	// Steps run in order in the same sandbox: 1 to 16 of them. Required
 	// unless the shorthand is used.
 	Steps []Step `json:"steps,omitempty"`
 	// Network is the sandbox's network. Default NetworkNone.
-	Network Network `json:"network,omitempty"`
+	Network Network `json:"network,omitempty" job:"nonempty"`
 	// EgressAllow narrows an egress job's reach to these destinations,
 	// each "CIDR" or "CIDR:port" (IPv6 as "[CIDR]:port"); at most 64. The
 	// worker's deny rules still apply first. Default: whatever the worker
 	// allows. Only with network "egress". An addition to PROTOCOL.md v1.
 	EgressAllow []string `json:"egress_allow,omitempty"`
 	// Seccomp is the syscall profile. Default: the queue's default profile.
-	Seccomp Seccomp `json:"seccomp,omitempty"`
+	Seccomp Seccomp `json:"seccomp,omitempty" job:"nonempty"`
 	// ReplyTo is the subject the result is published to. Default
 	// corral.results.ID (see ReplySubject).
-	ReplyTo string `json:"reply_to,omitempty"`
+	ReplyTo string `json:"reply_to,omitempty" job:"nonempty"`
 	// StreamOutput publishes output chunks to corral.output.ID while the job
 	// runs. Default false.
 	StreamOutput bool `json:"stream_output,omitempty"`
@@ -55,7 +58,7 @@ type Job struct {
 	// Env is the single-step shorthand for steps[0].env.
 	Env map[string]string `json:"env,omitempty"`
 	// Cwd is the single-step shorthand for steps[0].cwd.
-	Cwd string `json:"cwd,omitempty"`
+	Cwd string `json:"cwd,omitempty" job:"nonempty"`
 	// Stdin is the single-step shorthand for steps[0].stdin.
 	Stdin string `json:"stdin,omitempty"`
 	// StdinB64 is the single-step shorthand for steps[0].stdin_b64.
@@ -65,7 +68,7 @@ type Job struct {
 	// ExpectStdout is the single-step shorthand for steps[0].expect_stdout.
 	ExpectStdout *string `json:"expect_stdout,omitempty"`
 	// Compare is the single-step shorthand for steps[0].compare.
-	Compare Compare `json:"compare,omitempty"`
+	Compare Compare `json:"compare,omitempty" job:"nonempty"`
 
 	// shorthand is set by Normalize when Steps came from the shorthand, so
 	// that errors name the top-level fields the submitter wrote.
@@ -76,7 +79,7 @@ type Job struct {
 type Step struct {
 	// Name is echoed in the step result and in the Corral-Step header of
 	// live output. Default "step-N" for the N-th step (1-based).
-	Name string `json:"name,omitempty"`
+	Name string `json:"name,omitempty" job:"nonempty"`
 	// Cmd is the argv; no shell unless it names one. Required, non-empty.
 	Cmd []string `json:"cmd"`
 	// Env is the environment, merged over the worker's default (PATH, HOME,
@@ -84,7 +87,7 @@ type Step struct {
 	Env map[string]string `json:"env,omitempty"`
 	// Cwd is the absolute working directory inside the sandbox. Default
 	// DefaultCwd (/work).
-	Cwd string `json:"cwd,omitempty"`
+	Cwd string `json:"cwd,omitempty" job:"nonempty"`
 	// Stdin is standard input as text. Default empty.
 	Stdin string `json:"stdin,omitempty"`
 	// StdinB64 is standard input, base64 (standard alphabet, padded); not
@@ -99,7 +102,7 @@ type Step struct {
 	// gets matched. Default nil (no comparison).
 	ExpectStdout *string `json:"expect_stdout,omitempty"`
 	// Compare is how ExpectStdout is compared. Default CompareLines.
-	Compare Compare `json:"compare,omitempty"`
+	Compare Compare `json:"compare,omitempty" job:"nonempty"`
 }
 
 // WorkDir returns Cwd, or DefaultCwd when it is empty.
@@ -130,7 +133,7 @@ type File struct {
 	ContentB64 string `json:"content_b64,omitempty"`
 	// Object is "bucket/name" of an object in a JetStream object store whose
 	// content is the file's. Default none.
-	Object string `json:"object,omitempty"`
+	Object string `json:"object,omitempty" job:"nonempty"`
 	// Mode is the permission bits, 0 to 07777; in JSON an integer (493) or a
 	// string of octal digits ("0755"). 0 or absent means DefaultFileMode
 	// (0644).
@@ -185,7 +188,12 @@ func (m *FileMode) UnmarshalJSON(b []byte) error {
 		}
 		base = 8
 	} else {
-		s = string(b)
+		n, ok := integralNumber(b)
+		if !ok || n < 0 || n > math.MaxUint32 {
+			return errBadMode
+		}
+		*m = FileMode(n)
+		return nil
 	}
 	n, err := strconv.ParseUint(s, base, 32)
 	if err != nil {
@@ -308,8 +316,30 @@ func (j *Job) Normalize() error {
 		if j.Steps[i].Name == "" {
 			j.Steps[i].Name = "step-" + strconv.Itoa(i+1)
 		}
+		// "/work/" and "/work/./src" name the same directories as
+		// "/work" and "/work/src": cleaned, not refused.
+		if cwd := j.Steps[i].Cwd; path.IsAbs(cwd) && !strings.Contains(cwd, "\x00") && !hasDotDot(cwd) {
+			j.Steps[i].Cwd = path.Clean(cwd)
+		}
+	}
+	// Likewise "./main.py" and "src//a.c"; a path Validate refuses (a ".."
+	// element, absolute) is left for it to name.
+	for i := range j.Files {
+		if c, err := SafeRelPath(j.Files[i].Path); err == nil {
+			j.Files[i].Path = c
+		}
 	}
 	return nil
+}
+
+// hasDotDot reports whether p has a ".." element.
+func hasDotDot(p string) bool {
+	for el := range strings.SplitSeq(p, "/") {
+		if el == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // firstShorthandField returns the JSON name of the first shorthand field set.

@@ -157,7 +157,10 @@ func TestFileMode(t *testing.T) {
 		{`"8"`, 0, false},
 		{`""`, 0, false},
 		{`-1`, 0, false},
-		{`1.0`, 0, false},
+		{`1.0`, 1, true},
+		{`4.2e2`, 420, true},
+		{`1.5`, 0, false},
+		{`1e300`, 0, false},
 		{`"0x1ff"`, 0, false},
 		{`[]`, 0, false},
 	}
@@ -314,5 +317,20 @@ func BenchmarkDecodeValidate(b *testing.B) {
 		if err := j.Validate(MaxLimits()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Decode cleans paths that name the same place ("./a//b" is "a/b", "/work/"
+// is "/work") and takes whole numbers however they are written.
+func TestDecodeCleansAndTakesWholeNumbers(t *testing.T) {
+	j, err := Decode([]byte(`{"files":[{"path":"./src//main.c","content":""}],"cmd":["x"],"cwd":"/work/./src/","limits":{"wall_time_ms":2e3,"cpu_time_ms":1500.0}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Files[0].Path != "src/main.c" || j.Steps[0].Cwd != "/work/src" {
+		t.Errorf("path %q, cwd %q", j.Files[0].Path, j.Steps[0].Cwd)
+	}
+	if l := j.Steps[0].Limits; l.WallTimeMs != 2000 || l.CPUTimeMs != 1500 {
+		t.Errorf("limits %+v", l)
 	}
 }

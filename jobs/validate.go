@@ -134,6 +134,8 @@ func (s *Step) validate(maxima Limits) *RejectError {
 			return rejectf("cwd", "must not contain a NUL byte")
 		case !path.IsAbs(s.Cwd):
 			return rejectf("cwd", "%s must be an absolute path", quote(s.Cwd))
+		case hasDotDot(s.Cwd):
+			return rejectf("cwd", `%s must not contain a ".." element`, quote(s.Cwd))
 		case path.Clean(s.Cwd) != s.Cwd:
 			return rejectf("cwd", "%s must be clean (%s)", quote(s.Cwd), quote(path.Clean(s.Cwd)))
 		case len(s.Cwd) > MaxPathBytes:
