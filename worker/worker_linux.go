@@ -600,6 +600,11 @@ func (w *Worker) recoverJob(q QueueConfig, msg jetstream.Msg) {
 		ID: pickID(env.ID, msg.Headers().Get(jobs.HeaderMsgID)), Queue: q.Name,
 		Status: jobs.StatusInternalError, Error: fmt.Sprintf("internal error: %v", r),
 		Steps: []jobs.StepResult{}, Worker: jobs.WorkerInfo{Host: w.cfg.Host, Version: w.cfg.Version},
+		Labels: env.Labels,
+	}
+	if meta, err := msg.Metadata(); err == nil {
+		res.Attempt = int(meta.NumDelivered)
+		res.Timing.EnqueuedAt = meta.Timestamp
 	}
 	reply := jobs.ResultSubject(res.ID)
 	if env.ReplyTo != "" && jobs.ReplySubjectAllowed(env.ReplyTo, q.ReplyPrefixes) == nil {
@@ -642,9 +647,13 @@ func (w *Worker) admit(q QueueConfig, msg jetstream.Msg, res *jobs.Result) (*job
 		}
 		return nil, reply, fmt.Errorf("id: %q is not a valid id ([A-Za-z0-9_-]{1,64})", job.ID)
 	}
+	// The queue's reply prefixes bound where a job may send its result;
+	// the default subject is always allowed.
 	reply := job.ReplySubject()
-	if err := jobs.ReplySubjectAllowed(reply, q.ReplyPrefixes); err != nil {
-		return nil, jobs.ResultSubject(job.ID), err
+	if job.ReplyTo != "" {
+		if err := jobs.ReplySubjectAllowed(reply, q.ReplyPrefixes); err != nil {
+			return nil, jobs.ResultSubject(job.ID), err
+		}
 	}
 	if job.Image == "" {
 		job.Image = q.Image

@@ -246,7 +246,9 @@ func TestWorkerExpiredCancelledAndDedupe(t *testing.T) {
 func TestWorkerQueueDefaultsAndBigOutput(t *testing.T) {
 	e := startE2E(t, func(c *Config) {
 		c.Queues[1].Defaults = jobs.Limits{WallTimeMs: 300}
-		c.Queues = append(c.Queues, QueueConfig{Name: "small", Image: "busybox", Defaults: jobs.Limits{DiskBytes: 16 << 20}})
+		// Its reply prefixes leave out corral.results: the default
+		// subject stays allowed.
+		c.Queues = append(c.Queues, QueueConfig{Name: "small", Image: "busybox", Defaults: jobs.Limits{DiskBytes: 16 << 20}, ReplyPrefixes: []string{"small.out"}})
 	})
 	all := e.results("corral.results.>")
 	// The judge queue's default wall limit and strict profile apply.
@@ -259,6 +261,9 @@ func TestWorkerQueueDefaultsAndBigOutput(t *testing.T) {
 	for i, tc := range []struct{ queue, kib string }{{"small", "16384"}, {"default", "262144"}, {"small", "16384"}, {"default", "262144"}} {
 		e.submit(tc.queue, "", fmt.Sprintf(`{"id": "df%d", "cmd": ["df", "-k", "/work"]}`, i))
 		r := wait(t, all)
+		if r.Status != jobs.StatusOK {
+			t.Fatalf("%s: %s %s", tc.queue, r.Status, r.Error)
+		}
 		lines := strings.Split(strings.TrimSpace(r.Steps[0].Stdout), "\n")
 		if f := strings.Fields(lines[len(lines)-1]); r.Status != jobs.StatusOK || len(f) < 2 || f[1] != tc.kib {
 			t.Fatalf("%s: want %s KiB: %s %q %s", tc.queue, tc.kib, r.Status, r.Steps[0].Stdout, r.Steps[0].Stderr)
