@@ -84,6 +84,16 @@ func newMetrics() *metrics {
 	}
 }
 
+// queue makes the counters of rare events exist at 0 for queue q, so that
+// a dashboard shows 0 rather than no data until the first one.
+func (m *metrics) queue(q string) {
+	m.dead.WithLabelValues(q)
+	m.fetchErrors.WithLabelValues(q)
+	for _, r := range []string{handBackShutdown, handBackSandboxBroken, handBackPublishFailed} {
+		m.handedBack.WithLabelValues(q, r)
+	}
+}
+
 // collectors are the metrics to register.
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.jobs, m.queueWait, m.run, m.cpu, m.handedBack, m.dead, m.fetchErrors}

@@ -206,6 +206,9 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 		stopping:   make(chan struct{}),
 		metrics:    newMetrics(),
 	}
+	for _, q := range cfg.Queues {
+		w.metrics.queue(q.Name)
+	}
 	if cfg.Metrics != nil {
 		if err := w.register(cfg.Metrics); err != nil {
 			return nil, err
