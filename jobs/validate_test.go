@@ -25,7 +25,17 @@ func withFile(file string) string { return `{"cmd":["true"],"files":[` + file + 
 // with adds top-level members to a minimal shorthand job.
 func with(members string) string { return `{"cmd":["true"],` + members + `}` }
 
-func TestDecodeValidate(t *testing.T) {
+// decodeCase is a job message and what Decode + Validate make of it.
+type decodeCase struct {
+	name, json string
+	// field and reason (a substring) of the expected *RejectError;
+	// reason "" means the job is valid.
+	field, reason string
+}
+
+// decodeCases is the corpus of TestDecodeValidate, which TestJobSchemaAgrees
+// also runs through the JSON Schema.
+func decodeCases() []decodeCase {
 	id64 := strings.Repeat("a", 64)
 	steps := func(n int) string {
 		s := make([]string, n)
@@ -34,12 +44,7 @@ func TestDecodeValidate(t *testing.T) {
 		}
 		return `{"steps":[` + strings.Join(s, ",") + `]}`
 	}
-	tests := []struct {
-		name, json string
-		// field and reason (a substring) of the expected *RejectError;
-		// reason "" means the job is valid.
-		field, reason string
-	}{
+	return []decodeCase{
 		// Valid jobs.
 		{"shorthand", `{"cmd":["true"]}`, "", ""},
 		{"protocol example", protocolJob, "", ""},
@@ -268,7 +273,10 @@ func TestDecodeValidate(t *testing.T) {
 		{"expires no zone", with(`"expires_at":"2026-01-02T15:04:05"`), "expires_at", "RFC 3339"},
 		{"expires number", with(`"expires_at":1767366245`), "expires_at", "RFC 3339"},
 	}
-	for _, tt := range tests {
+}
+
+func TestDecodeValidate(t *testing.T) {
+	for _, tt := range decodeCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := decodeValidate(tt.json)
 			if tt.reason == "" {
