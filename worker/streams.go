@@ -368,3 +368,25 @@ func EnsureObjectStore(ctx context.Context, js jetstream.JetStream) (jetstream.O
 	}
 	return store, nil
 }
+
+// StrayConsumerName is the durable consumer on CORRAL_JOBS that takes the
+// job messages published under corral.jobs. with more than one token
+// (corral.jobs.judge.cpp): no queue's consumer filters them, so without it
+// they would wait in the stream for ever, without a result.
+const StrayConsumerName = "corral-stray"
+
+// EnsureStrayConsumer makes sure the consumer StrayConsumerName exists on
+// CORRAL_JOBS (call EnsureStreams first) and returns it. Its filter,
+// corral.jobs.*.>, overlaps no queue's corral.jobs.Q, as a work-queue
+// stream requires.
+func EnsureStrayConsumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
+	return ensureConsumer(ctx, js, jobs.StreamJobs, jetstream.ConsumerConfig{
+		Durable:       StrayConsumerName,
+		Description:   "corral workers: jobs published to a subject that names no queue, rejected",
+		FilterSubject: jobs.SubjectJobs + "*.>",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       jobs.DefaultAckWait,
+		MaxDeliver:    -1,
+	})
+}

@@ -172,8 +172,9 @@ type Worker struct {
 	running  sync.WaitGroup
 	loops    sync.WaitGroup
 	subs     []*nats.Subscription
-	// advisories consume each queue's max-deliveries advisories.
-	advisories []jetstream.ConsumeContext
+	// consumes are the callback consumers: each queue's max-deliveries
+	// advisories, and the stray jobs.
+	consumes []jetstream.ConsumeContext
 
 	// work hands fetched jobs to the idle runners (see runner).
 	work chan func()
@@ -264,6 +265,10 @@ func (w *Worker) Start(ctx context.Context) error {
 			return fmt.Errorf("queue %s: %w", q.Name, err)
 		}
 	}
+	stray, err := EnsureStrayConsumer(ctx, w.js)
+	if err != nil {
+		return err
+	}
 	// Warm sandboxes before the first fetch: the queue's default images
 	// fill the slots and the spares, then the extra warm images.
 	warm := map[string]int{}
@@ -313,10 +318,18 @@ func (w *Worker) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("queue %s: %w", q.Name, err)
 		}
-		w.advisories = append(w.advisories, cc)
+		w.consumes = append(w.consumes, cc)
 		w.loops.Add(1)
 		go w.fetchLoop(q, consumers[i])
 	}
+	cc, err := stray.Consume(w.onStray, jetstream.PullMaxMessages(4),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			w.log.Debug("stray jobs: consume", zap.Error(err))
+		}))
+	if err != nil {
+		return fmt.Errorf("stray jobs: %w", err)
+	}
+	w.consumes = append(w.consumes, cc)
 	w.ready.Store(true)
 	w.log.Info("worker started", zap.Int("slots", w.cfg.Slots), zap.Int("queues", len(w.cfg.Queues)))
 	return nil
@@ -348,7 +361,7 @@ func (w *Worker) Stop() {
 			w.hardStop(errShutdown)
 			<-done
 		}
-		for _, cc := range w.advisories {
+		for _, cc := range w.consumes {
 			cc.Stop()
 		}
 		for _, s := range w.subs {

@@ -785,3 +785,57 @@ func TestWorkerCancelOutsideStep(t *testing.T) {
 	case <-time.After(2 * time.Second):
 	}
 }
+
+// A job published under corral.jobs. with more than one token names no
+// queue: it gets a rejected result saying so, and leaves the stream.
+func TestWorkerStrayJob(t *testing.T) {
+	e := startE2E(t, nil)
+	all := e.results("corral.results.>")
+	custom := e.results("judge.out.>")
+	ctx := context.Background()
+	for _, tc := range []struct{ subject, msgID, body string }{
+		{"corral.jobs.judge.cpp", "", `{"id": "stray1", "cmd": ["true"], "labels": {"k": "v"}}`},
+		{"corral.jobs.a.b.c", "stray2", `not even JSON`},
+		{"corral.jobs.x.y", "", `{"id": "stray3", "cmd": ["true"], "reply_to": "judge.out.stray3"}`},
+	} {
+		m := nats.NewMsg(tc.subject)
+		if tc.msgID != "" {
+			m.Header.Set(jobs.HeaderMsgID, tc.msgID)
+		}
+		m.Data = []byte(tc.body)
+		if _, err := e.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]*jobs.Result{}
+	for range 2 {
+		r := wait(t, all)
+		got[r.ID] = r
+	}
+	got["stray3"] = wait(t, custom) // judge's reply prefixes allow it
+	for id, queue := range map[string]string{"stray1": "judge.cpp", "stray2": "a.b.c", "stray3": "x.y"} {
+		r := got[id]
+		if r == nil || r.Status != jobs.StatusRejected || r.Queue != queue || !strings.Contains(r.Error, "names no queue") || r.Attempt != 1 {
+			t.Errorf("%s: %+v", id, r)
+		}
+	}
+	if got["stray1"].Labels["k"] != "v" {
+		t.Errorf("labels lost: %+v", got["stray1"])
+	}
+	stream, err := e.js.Stream(ctx, jobs.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d stray jobs left in %s", info.State.Msgs, jobs.StreamJobs)
+		}
+	}
+}

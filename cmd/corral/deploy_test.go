@@ -314,6 +314,9 @@ func exerciseNATS(t *testing.T, srv *server.Server) {
 		if _, err := worker.EnsureAdvisoryConsumer(opCtx(t), w.js, jobs.DefaultQueue); err != nil {
 			t.Fatalf("worker: EnsureAdvisoryConsumer: %v", err)
 		}
+		if _, err := worker.EnsureStrayConsumer(opCtx(t), w.js); err != nil {
+			t.Fatalf("worker: EnsureStrayConsumer: %v", err)
+		}
 	}
 	cancels := make(chan *nats.Msg, 10)
 	if _, err := w.nc.ChanSubscribe(jobs.SubjectCancel+"*", cancels); err != nil {
