@@ -65,6 +65,10 @@ const (
 	HeaderError = "Corral-Error"
 	// HeaderAttempts is the number of deliveries of a job in StreamDead.
 	HeaderAttempts = "Corral-Attempts"
+	// HeaderJobID is the id the worker gave a job in StreamDead (its
+	// result's id: the body's id, else the Nats-Msg-Id it was published
+	// with, else generated), so that a replay keeps it. Corral's addition.
+	HeaderJobID = "Corral-Job-Id"
 )
 
 // Values of HeaderStream.

@@ -88,6 +88,7 @@ func (w *Worker) bury(ctx context.Context, q QueueConfig, stream jetstream.Strea
 	dm.Data = raw.Data
 	dm.Header.Set(jobs.HeaderError, res.Error)
 	dm.Header.Set(jobs.HeaderAttempts, strconv.Itoa(deliveries))
+	dm.Header.Set(jobs.HeaderJobID, id)
 	dm.Header.Set(jobs.HeaderMsgID, "dead-"+strconv.FormatUint(raw.Sequence, 10))
 	if _, err := w.js.PublishMsg(ctx, dm); err != nil {
 		return fmt.Errorf("dead copy: %w", err)

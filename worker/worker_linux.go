@@ -921,6 +921,7 @@ func (w *Worker) dead(log *zap.Logger, q QueueConfig, msg jetstream.Msg, res *jo
 	m.Data = msg.Data()
 	m.Header.Set(jobs.HeaderError, res.Error)
 	m.Header.Set(jobs.HeaderAttempts, strconv.Itoa(res.Attempt))
+	m.Header.Set(jobs.HeaderJobID, res.ID)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := w.js.PublishMsg(ctx, m); err != nil {

@@ -389,7 +389,7 @@ func (g *ghostQueue) expectDead(results <-chan *nats.Msg, id string, seq uint64)
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	if dm.Header.Get(jobs.HeaderAttempts) != "1" || dm.Header.Get(jobs.HeaderError) == "" || !bytes.Contains(dm.Data, []byte(`"`+id+`"`)) {
+	if dm.Header.Get(jobs.HeaderAttempts) != "1" || dm.Header.Get(jobs.HeaderJobID) != id || dm.Header.Get(jobs.HeaderError) == "" || !bytes.Contains(dm.Data, []byte(`"`+id+`"`)) {
 		g.t.Fatalf("dead copy: %v %s", dm.Header, dm.Data)
 	}
 }

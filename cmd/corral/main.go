@@ -33,6 +33,7 @@ var commands = map[string]command{
 	"image":   {"build, list, inspect and remove rootfs images", cmdImage},
 	"check":   {"report the kernel features corral needs", cmdCheck},
 	"bench":   {"measure jobs/s, latency, CPU and memory per job end to end", cmdBench},
+	"dead":    {"list the jobs that could not be run, and replay them", cmdDead},
 	"version": {"print the version", cmdVersion},
 }
 
