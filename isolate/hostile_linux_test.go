@@ -180,6 +180,64 @@ int main(int argc, char **argv) {
 		int fd = open(argv[2], O_RDONLY | O_DIRECTORY);
 		if (fd < 0) { report("open", -1); return 1; }
 		report("flock", flock(fd, LOCK_EX));
+	} else if (!strcmp(s, "stdinmark")) {
+		/* Leave marks on stdin's open file: offset, status flags, a lock. */
+		printf("seek %ld\n", (long)lseek(0, 123456, SEEK_SET));
+		report("setfl", fcntl(0, F_SETFL, O_APPEND | O_NONBLOCK));
+		report("flock", flock(0, LOCK_EX | LOCK_NB));
+	} else if (!strcmp(s, "stdinstate")) {
+		printf("pos %ld\n", (long)lseek(0, 0, SEEK_CUR));
+		int fl = fcntl(0, F_GETFL);
+		printf("flags %s\n", fl >= 0 && (fl & (O_APPEND | O_NONBLOCK)) ? "set" : "clear");
+		report("flock", flock(0, LOCK_EX | LOCK_NB));
+	} else if (!strcmp(s, "stdinwrite")) {
+		/* Write into stdin's file, directly, reopened, or mapped. */
+		report("pwrite", pwrite(0, "x", 1, 0));
+		int fd = open("/proc/self/fd/0", O_RDWR);
+		report("reopen-rw", fd);
+		if (fd >= 0) {
+			report("pwrite-reopened", pwrite(fd, "x", 1, 0));
+			void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+			report("mmap-shared-rw", p == MAP_FAILED ? -1 : 0);
+		}
+	} else if (!strcmp(s, "gcycle") && argc > 2) {
+		/* An O_TMPFILE of N MiB in /dev/shm, held only by a message that
+		   also holds the very socket it waits in: a cycle no process owns
+		   once every fd is closed. */
+		int fd = open("/dev/shm", O_TMPFILE | O_RDWR, 0600);
+		if (fd < 0) { report("tmpfile", -1); return 1; }
+		static char mb[1 << 20];
+		memset(mb, 1, sizeof mb);
+		for (int i = 0; i < atoi(argv[2]); i++)
+			if (write(fd, mb, sizeof mb) != (ssize_t)sizeof mb) { report("write", -1); return 1; }
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0) { report("socketpair", -1); return 1; }
+		char c = 0;
+		struct iovec iov = {&c, 1};
+		union { struct cmsghdr h; char b[CMSG_SPACE(2 * sizeof(int))]; } u;
+		memset(&u, 0, sizeof u);
+		struct msghdr m;
+		memset(&m, 0, sizeof m);
+		m.msg_iov = &iov;
+		m.msg_iovlen = 1;
+		m.msg_control = u.b;
+		m.msg_controllen = sizeof u.b;
+		struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+		h->cmsg_level = SOL_SOCKET;
+		h->cmsg_type = SCM_RIGHTS;
+		h->cmsg_len = CMSG_LEN(2 * sizeof(int));
+		int fds[2] = {sv[0], fd};
+		memcpy(CMSG_DATA(h), fds, sizeof fds);
+		report("sendmsg", sendmsg(sv[1], &m, 0));
+		close(sv[0]);
+		close(sv[1]);
+		close(fd);
+	} else if (!strcmp(s, "alloc") && argc > 2) {
+		size_t n = (size_t)atoi(argv[2]) << 20;
+		char *p = malloc(n);
+		if (!p) { report("malloc", -1); return 1; }
+		memset(p, 1, n);
+		puts("alloc ok");
 	} else if (!strcmp(s, "shmcheck")) {
 		puts(shmget(4242, 4096, 0) >= 0 ? "shm present" : "shm absent");
 	} else {

@@ -90,6 +90,7 @@ func RunInit() {
 	loop.kept.work_fd = -1
 	loop.kept.shm_fd = -1
 	loop.last_profile = -1
+	loop.unix_base = -1
 	in := &initProc{sock: initSockFd, loop: loop, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)

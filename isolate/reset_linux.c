@@ -24,9 +24,11 @@
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "spawn_linux.h"
@@ -476,9 +478,63 @@ static int layer_unchanged(const struct corral_loop *L, int64_t disk) {
 // filter reach the init as user notifications (serve_notification in
 // loop_linux.c); a process of the default profile made outside the
 // zygote counts as touching it.
+// unix_sockets counts the AF_UNIX sockets of the init's network namespace,
+// the sandbox's: the lines of /proc/self/net/unix after its header. -1 on
+// an error.
+static int unix_sockets(const struct corral_loop *L) {
+	char path[4096];
+	if (join(path, sizeof(path), L->layer.proc, "/self/net/unix") < 0) return -1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return -1;
+	char buf[8192];
+	int lines = 0;
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		for (ssize_t i = 0; i < n; i++) lines += buf[i] == '\n';
+	close(fd);
+	return n < 0 ? -1 : lines - 1;
+}
+
+// Sockets can outlive every process of a job: an AF_UNIX socket sent over
+// another (SCM_RIGHTS) into a cycle of messages is held by the messages
+// alone once the processes closed theirs, and so is whatever else the
+// messages carry: a file of the writable layer or /dev/shm, a listening
+// TCP socket. Their memory stays charged to the job cgroup, their port
+// taken, until the kernel's garbage collector for such cycles runs, which
+// only the closing of some AF_UNIX socket on the host sets off. So a reset
+// that finds more AF_UNIX sockets in the sandbox's namespace than it had
+// when it was built closes a socket pair (setting the collector off) and
+// waits up to LEFTOVER_WAIT_MS for them to go; if they stay, the reset
+// fails and the parent destroys the sandbox. (Without a cycle the count is
+// back at once: a process's sockets close before it can be reaped.)
+#define LEFTOVER_WAIT_MS 100
+
+static int sockets_settled(struct corral_loop *L) {
+	int n = unix_sockets(L);
+	if (L->unix_base < 0) {
+		L->unix_base = n;
+		return 0;
+	}
+	if (n < 0 || n <= L->unix_base) return 0;
+	for (int waited = 0; waited < LEFTOVER_WAIT_MS; waited++) {
+		int sv[2];
+		if (waited % 10 == 0 && socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) == 0) {
+			close(sv[0]);
+			close(sv[1]);
+		}
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, NULL);
+		if (unix_sockets(L) <= L->unix_base) return 0;
+	}
+	return -EBUSY;
+}
+
 int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	struct corral_spawn *t = &L->tmpl;
 	struct corral_kept *K = &L->kept;
+	*step = "leftover-sockets";
+	int rc = sockets_settled(L);
+	if (rc < 0) return rc;
 	int keep = layer_unchanged(L, disk);
 	// The IPC namespace stays when no job process touched it since it
 	// was made (ipc_touched), unless layers are never kept.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -443,16 +444,26 @@ func jobPipe(name string, uid, gid int) (r *os.File, w int, err error) {
 }
 
 // stdinFd returns the fd of a process's stdin and what closes it: a memfd
-// with data owned by uid:gid, or with none the sandbox's sealed empty one.
+// with data owned by uid:gid, or with none a new open file of the
+// sandbox's empty one. Either is sealed against writes: under the strict
+// profile a writable stdin would be a file to write code into and map
+// executable. And each run's stdin is its own open file: one shared by
+// every job would carry its offset, status flags and flock(2) lock from
+// one job to the next.
 func (s *Sandbox) stdinFd(data []byte, uid, gid int) (int, func(), error) {
 	if len(data) > 0 {
 		f, err := memfdWith("stdin", data)
-		if err != nil {
-			return -1, nil, err
+		if err == nil {
+			err = sealed(int(f.Fd()))
+			if err == nil {
+				err = unix.Fchown(int(f.Fd()), uid, gid)
+			}
+			if err != nil {
+				f.Close()
+			}
 		}
-		if err := unix.Fchown(int(f.Fd()), uid, gid); err != nil {
-			f.Close()
-			return -1, nil, fmt.Errorf("isolate: chown stdin: %w", err)
+		if err != nil {
+			return -1, nil, fmt.Errorf("isolate: stdin: %w", err)
 		}
 		return int(f.Fd()), func() { f.Close() }, nil
 	}
@@ -463,7 +474,18 @@ func (s *Sandbox) stdinFd(data []byte, uid, gid int) (int, func(), error) {
 		}
 		s.emptyStdin = fd
 	}
-	return s.emptyStdin, func() {}, nil
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(s.emptyStdin), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, fmt.Errorf("isolate: empty stdin: %w", err)
+	}
+	return fd, func() { unix.Close(fd) }, nil
+}
+
+// sealed seals the memfd fd against every change of its content.
+func sealed(fd int) error {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS,
+		unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE)
+	return err
 }
 
 // emptyMemfd makes an empty memfd that nobody can change: sealed against
@@ -475,8 +497,7 @@ func emptyMemfd() (int, error) {
 		return -1, fmt.Errorf("isolate: memfd: %w", err)
 	}
 	if err = unix.Fchmod(fd, 0o444); err == nil {
-		_, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS,
-			unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE)
+		err = sealed(fd)
 	}
 	if err != nil {
 		unix.Close(fd)
@@ -486,7 +507,7 @@ func emptyMemfd() (int, error) {
 }
 
 func memfdWith(name string, data []byte) (*os.File, error) {
-	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("isolate: memfd: %w", err)
 	}

@@ -365,6 +365,10 @@ struct corral_loop {
 	int ipc_spent[CORRAL_IPC_BATCH];
 	int nipc_spent;
 	struct corral_kept kept;
+	// unix_base: the AF_UNIX sockets of the sandbox's network namespace
+	// when its first layer was built (-1: not yet). A reset finds more
+	// only when a job's sockets outlived it (see corral_reset).
+	int unix_base;
 	// sysv[i]: profile i lets a job make System V IPC objects.
 	unsigned char sysv[CORRAL_MAX_PROFILES];
 	// ipc_touched: since the IPC namespace was made, a job process may
