@@ -91,6 +91,8 @@ func RunInit() {
 	loop.kept.shm_fd = -1
 	loop.last_profile = -1
 	loop.unix_base = -1
+	loop.pid_base = -1
+	loop.pid_fd = -1
 	in := &initProc{sock: initSockFd, loop: loop, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}
 	if err := in.serve(); err != nil {
 		fmt.Fprintf(os.Stderr, "corral-init: %v\n", err)
@@ -331,9 +333,11 @@ func (in *initProc) setup() (string, error) {
 			return "stage", err
 		}
 	}
-	if step, err := mountProc(filepath.Join(st, stageProc)); err != nil {
-		return step, err
+	pidFd, procStep, err := mountProc(filepath.Join(st, stageProc))
+	if err != nil {
+		return procStep, err
 	}
+	in.loop.pid_fd = C.int(pidFd)
 	if err := mountDev(filepath.Join(st, stageDev)); err != nil {
 		return "mount-dev", err
 	}
@@ -535,10 +539,24 @@ var (
 	readonlyPaths = []string{"bus", "fs", "irq", "sys"}
 )
 
-func mountProc(dst string) (string, error) {
+// mountProc mounts the sandbox's /proc at dst, masked and partly
+// read-only. It returns an fd of the pid namespace's ns_last_pid opened
+// for writing before /proc/sys turns read-only (-1 if the kernel refused),
+// through which each reset puts the pid counter back (reset_linux.c).
+func mountProc(dst string) (int, string, error) {
 	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 	if err := unix.Mount("proc", dst, "proc", flags, ""); err != nil {
-		return "mount-proc", err
+		return -1, "mount-proc", err
+	}
+	pidFd, err := unix.Open(filepath.Join(dst, "sys/kernel/ns_last_pid"), unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		pidFd = -1
+	}
+	fail := func(step string, err error) (int, string, error) {
+		if pidFd >= 0 {
+			unix.Close(pidFd)
+		}
+		return -1, step, err
 	}
 	for _, p := range maskedPaths {
 		path := filepath.Join(dst, p)
@@ -549,10 +567,10 @@ func mountProc(dst string) (string, error) {
 		if fi.IsDir() {
 			err = unix.Mount("tmpfs", path, "tmpfs", unix.MS_RDONLY|flags, "size=0")
 		} else {
-			err = unix.Mount("/dev/null", path, "", unix.MS_BIND, "")
+			err = bindReadOnly("/dev/null", path)
 		}
 		if err != nil {
-			return "mask-proc", fmt.Errorf("%s: %w", p, err)
+			return fail("mask-proc", fmt.Errorf("%s: %w", p, err))
 		}
 	}
 	for _, p := range readonlyPaths {
@@ -561,18 +579,35 @@ func mountProc(dst string) (string, error) {
 			continue
 		}
 		if err := unix.Mount(path, path, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return "readonly-proc", fmt.Errorf("%s: %w", p, err)
+			return fail("readonly-proc", fmt.Errorf("%s: %w", p, err))
 		}
 		if err := unix.Mount("", path, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|flags, ""); err != nil {
-			return "readonly-proc", fmt.Errorf("%s: %w", p, err)
+			return fail("readonly-proc", fmt.Errorf("%s: %w", p, err))
 		}
 	}
-	return "", nil
+	return pidFd, "", nil
 }
 
 // ipcBatch is CORRAL_IPC_BATCH: how many empty IPC namespaces of old
 // layers an init holds before it closes them together (reset_linux.c).
 const ipcBatch = int(C.CORRAL_IPC_BATCH)
+
+// bindReadOnly binds the host's device node src at dst, read-only: a job
+// still reads and writes the device, but cannot change the host inode's
+// times or mode (touch /dev/null set the host's). The source mount's
+// nosuid, nodev, noexec and atime flags are kept, as a remount inside a
+// user namespace must keep them.
+func bindReadOnly(src, dst string) error {
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return err
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dst, &st); err != nil {
+		return err
+	}
+	const kept = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME
+	return unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|uintptr(st.Flags)&kept, "")
+}
 
 // Device nodes a job gets, bound from the host (a user namespace cannot
 // mknod).
@@ -589,7 +624,7 @@ func mountDev(dst string) error {
 			return err
 		}
 		f.Close()
-		if err := unix.Mount("/dev/"+d, p, "", unix.MS_BIND, ""); err != nil {
+		if err := bindReadOnly("/dev/"+d, p); err != nil {
 			return fmt.Errorf("%s: %w", d, err)
 		}
 	}

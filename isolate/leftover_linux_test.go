@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/corralhq/corral/jobs"
 )
 
@@ -82,5 +84,61 @@ func TestLeftoverSocketsCollected(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
 	if f := strings.Fields(lines[len(lines)-1]); len(f) < 3 || f[2] != "0" {
 		t.Errorf("the next job finds /dev/shm used: %q", r.Stdout)
+	}
+}
+
+// The device nodes bound from the host are read-only binds: a job uses
+// them as devices but cannot change the host inodes (before, touch
+// /dev/null set the host's times).
+func TestDeviceNodesReadOnly(t *testing.T) {
+	sb := hostileSandbox(t)
+	var before unix.Stat_t
+	if err := unix.Stat("/dev/null", &before); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, sb, jobs.Limits{}, "sh", "-c", `echo x > /dev/null && echo write-ok
+head -c 4 /dev/urandom | wc -c
+touch /dev/null 2>/dev/null && echo touched || echo touch-refused
+chmod 600 /dev/full 2>/dev/null && echo chmodded || echo chmod-refused`)
+	wantLines(t, r, "write-ok", "4", "touch-refused", "chmod-refused")
+	var after unix.Stat_t
+	if err := unix.Stat("/dev/null", &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.Mtim != before.Mtim || after.Mode != before.Mode {
+		t.Errorf("the host's /dev/null changed: %+v -> %+v", before.Mtim, after.Mtim)
+	}
+}
+
+// A job cannot fake a CPU limit breach by signalling itself.
+func TestSelfSentSIGXCPU(t *testing.T) {
+	sb := hostileSandbox(t)
+	r := run(t, sb, jobs.Limits{CPUTimeMs: 2000}, "sh", "-c", "kill -XCPU $$")
+	if r.Status != jobs.StatusSignaled || r.Signal != "SIGXCPU" {
+		t.Fatalf("status %s signal %s, want signaled SIGXCPU", r.Status, r.Signal)
+	}
+}
+
+// A job's pids do not tell how many processes the last job made.
+func TestPidsBackAfterReset(t *testing.T) {
+	sb := hostileSandbox(t)
+	pid := func() string {
+		r := run(t, sb, jobs.Limits{}, "sh", "-c", "echo $$")
+		if err := sb.Reset(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(r.Stdout)
+	}
+	pid() // the sandbox's first job: its pids follow the sandbox's own set-up
+	first := pid()
+	r := run(t, sb, jobs.Limits{}, "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do /bin/true; done")
+	if r.Status != jobs.StatusOK {
+		t.Fatalf("%+v", r)
+	}
+	if err := sb.Reset(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if again := pid(); again != first {
+		t.Errorf("pid %s after a job of 20 processes, %s before", again, first)
 	}
 }

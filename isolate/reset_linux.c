@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <sched.h>
@@ -529,12 +530,33 @@ static int sockets_settled(struct corral_loop *L) {
 	return -EBUSY;
 }
 
+// The pid namespace lasts as long as the sandbox, and its last pid would
+// tell the next job how many processes the last one made (echo $$). Each
+// reset puts it back where it was when the first layer was built, so
+// every job's processes get the same pids; all of the last job's are
+// reaped by now. Best effort: a kernel that refuses leaves the counter.
+static void pids_back(struct corral_loop *L) {
+	if (L->pid_fd < 0) return;
+	char buf[32];
+	if (L->pid_base < 0) {
+		ssize_t n = pread(L->pid_fd, buf, sizeof(buf) - 1, 0);
+		if (n > 0) {
+			buf[n] = 0;
+			L->pid_base = strtol(buf, NULL, 10);
+		}
+		return;
+	}
+	int n = snprintf(buf, sizeof(buf), "%ld", L->pid_base);
+	(void)!pwrite(L->pid_fd, buf, (size_t)n, 0);
+}
+
 int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	struct corral_spawn *t = &L->tmpl;
 	struct corral_kept *K = &L->kept;
 	*step = "leftover-sockets";
 	int rc = sockets_settled(L);
 	if (rc < 0) return rc;
+	pids_back(L);
 	int keep = layer_unchanged(L, disk);
 	// The IPC namespace stays when no job process touched it since it
 	// was made (ipc_touched), unless layers are never kept.

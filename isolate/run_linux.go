@@ -306,7 +306,10 @@ func statusOf(r killReason, ws unix.WaitStatus, oom, cpuOver bool) jobs.Status {
 		return jobs.StatusOutputLimit
 	case r == killWall:
 		return jobs.StatusWallTimeLimit
-	case r == killCPU, cpuOver, ws.Signaled() && ws.Signal() == unix.SIGXCPU:
+	case r == killCPU, cpuOver:
+		// Not SIGXCPU alone: a job can send it itself (kill -XCPU $$) to
+		// fake the breach. RLIMIT_CPU sends it only past the limit, and
+		// then the cgroup's CPU time shows it (cpuOver).
 		return jobs.StatusCPUTimeLimit
 	case oom:
 		return jobs.StatusMemoryLimit

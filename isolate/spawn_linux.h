@@ -369,6 +369,10 @@ struct corral_loop {
 	// when its first layer was built (-1: not yet). A reset finds more
 	// only when a job's sockets outlived it (see corral_reset).
 	int unix_base;
+	// pid_base: the sandbox's pid namespace's last pid when its first
+	// layer was built; each reset puts it back (see corral_reset).
+	long pid_base;
+	int pid_fd; // the pid namespace's ns_last_pid, open for writing (-1: none)
 	// sysv[i]: profile i lets a job make System V IPC objects.
 	unsigned char sysv[CORRAL_MAX_PROFILES];
 	// ipc_touched: since the IPC namespace was made, a job process may
