@@ -330,6 +330,12 @@ func (w *Worker) Start(ctx context.Context) error {
 		return fmt.Errorf("stray jobs: %w", err)
 	}
 	w.consumes = append(w.consumes, cc)
+	if b, err := os.ReadFile("/proc/sys/fs/file-max"); err == nil {
+		fileMax, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		for _, risk := range fileTableRisks(w.cfg.Queues, w.cfg.Slots, fileMax) {
+			w.log.Warn("one job could fill the host's file table", zap.String("risk", risk))
+		}
+	}
 	w.ready.Store(true)
 	w.log.Info("worker started", zap.Int("slots", w.cfg.Slots), zap.Int("queues", len(w.cfg.Queues)))
 	return nil
