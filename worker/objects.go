@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,12 +18,25 @@ type jsObjects struct {
 	results jetstream.ObjectStore
 }
 
+// ErrNoObject is what an ObjectStore's Get returns (wrapped) for a bucket
+// or object that does not exist: the job named it wrongly and is rejected.
+// Any other error may pass (the server busy, the connection lost), and the
+// job is tried again.
+var ErrNoObject = errors.New("no such object")
+
 func (o jsObjects) Get(ctx context.Context, bucket, name string) ([]byte, error) {
 	store, err := o.js.ObjectStore(ctx, bucket)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		var b []byte
+		if b, err = store.GetBytes(ctx, name); err == nil {
+			return b, nil
+		}
 	}
-	return store.GetBytes(ctx, name)
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, jetstream.ErrObjectNotFound) || errors.Is(err, jetstream.ErrInvalidStoreName) {
+		return nil, fmt.Errorf("%w: %s/%s: %v", ErrNoObject, bucket, name, err)
+	}
+	return nil, err
 }
 
 func (o jsObjects) Put(ctx context.Context, name string, r io.Reader) (string, error) {

@@ -23,7 +23,8 @@ type Sandbox interface {
 // ObjectStore holds file contents too large for a message: job files given
 // as `object` and collected files above the inline limit.
 type ObjectStore interface {
-	// Get returns the object bucket/name.
+	// Get returns the object bucket/name; ErrNoObject (wrapped) when the
+	// bucket or the object does not exist.
 	Get(ctx context.Context, bucket, name string) ([]byte, error)
 	// Put stores r as name in the results bucket and returns the
 	// reference a result carries ("corral-files/NAME").
@@ -126,7 +127,11 @@ func writeFiles(ctx context.Context, sb Sandbox, job *jobs.Job, objs ObjectStore
 				return &jobs.RejectError{Field: field + ".object", Reason: serr.Error()}
 			}
 			if data, err = objs.Get(ctx, bucket, name); err != nil {
-				return &jobs.RejectError{Field: field + ".object", Reason: err.Error()}
+				if errors.Is(err, ErrNoObject) {
+					return &jobs.RejectError{Field: field + ".object", Reason: err.Error()}
+				}
+				// Not the job's fault: another attempt may get it.
+				return fmt.Errorf("%s.object %s: %w", field, f.Object, err)
 			}
 		} else if data, err = f.Bytes(); err != nil {
 			return &jobs.RejectError{Field: field, Reason: err.Error()}

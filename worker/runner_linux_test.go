@@ -62,7 +62,7 @@ func (m *memObjects) Get(ctx context.Context, bucket, name string) ([]byte, erro
 	defer m.mu.Unlock()
 	b, ok := m.objs[bucket+"/"+name]
 	if !ok {
-		return nil, errors.New("no such object")
+		return nil, ErrNoObject
 	}
 	return b, nil
 }
@@ -207,5 +207,28 @@ func TestRunJobLiveOutputAndSeccomp(t *testing.T) {
 	out, err = runJob(context.Background(), sb, job, QueueConfig{Seccomp: jobs.SeccompStrict}.WithDefaults(), nil, nil)
 	if err != nil || out.Steps[0].Status == jobs.StatusOK {
 		t.Fatalf("strict queue default not applied: %v %+v", err, out)
+	}
+}
+
+// flakyObjects fails every Get as a server in trouble would.
+type flakyObjects struct{ *memObjects }
+
+func (flakyObjects) Get(context.Context, string, string) ([]byte, error) {
+	return nil, errors.New("nats: timeout")
+}
+
+// A missing object rejects the job; an object store that fails otherwise
+// does not: the error is the worker's, and another attempt may succeed.
+func TestRunJobObjectErrors(t *testing.T) {
+	sb := testSandbox(t)
+	job := decode(t, `{"files": [{"path": "in", "object": "inputs/missing"}], "cmd": ["true"]}`)
+	_, err := runJob(context.Background(), sb, job, QueueConfig{}.WithDefaults(), &memObjects{objs: map[string][]byte{}}, nil)
+	var re *jobs.RejectError
+	if !errors.As(err, &re) || re.Field != "files[0].object" {
+		t.Fatalf("missing object: want a rejection, got %v", err)
+	}
+	_, err = runJob(context.Background(), sb, job, QueueConfig{}.WithDefaults(), flakyObjects{}, nil)
+	if err == nil || errors.As(err, &re) || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("failing store: want a plain error, got %v", err)
 	}
 }

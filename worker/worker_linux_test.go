@@ -595,6 +595,11 @@ func TestWorkerObjects(t *testing.T) {
 	if r := wait(t, all); r.Status != jobs.StatusRejected || !strings.Contains(r.Error, "files[0].object") {
 		t.Fatalf("%+v", r)
 	}
+	// A missing bucket too.
+	e.submit("default", "", `{"id": "nobucket", "files": [{"path": "x", "object": "nobucket/x"}], "cmd": ["true"]}`)
+	if r := wait(t, all); r.Status != jobs.StatusRejected || !strings.Contains(r.Error, "no such object") || r.Attempt != 1 {
+		t.Fatalf("%+v", r)
+	}
 }
 
 // A panic while running a job becomes an internal_error result; the
