@@ -64,6 +64,7 @@ static const char *en(int e) {
 	case ECONNREFUSED: return "ECONNREFUSED";
 	case ENETUNREACH: return "ENETUNREACH";
 	case EAFNOSUPPORT: return "EAFNOSUPPORT";
+	case EADDRINUSE: return "EADDRINUSE";
 	}
 	static char buf[32];
 	snprintf(buf, sizeof buf, "errno%d", e);
@@ -232,6 +233,35 @@ int main(int argc, char **argv) {
 		close(sv[0]);
 		close(sv[1]);
 		close(fd);
+	} else if (!strcmp(s, "twmake") && argc > 2) {
+		/* A loopback connection to PORT whose server end closes first:
+		   that end, local port PORT, goes to TIME_WAIT. */
+		int l = socket(AF_INET, SOCK_STREAM, 0);
+		int one = 1;
+		setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		struct sockaddr_in a;
+		memset(&a, 0, sizeof a);
+		a.sin_family = AF_INET;
+		a.sin_port = htons(atoi(argv[2]));
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1) < 0) { report("listen", -1); return 1; }
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(c, (struct sockaddr *)&a, sizeof a) < 0) { report("connect", -1); return 1; }
+		int s2 = accept(l, NULL, NULL);
+		close(s2);
+		usleep(50000);
+		close(c);
+		close(l);
+		puts("tw made");
+	} else if (!strcmp(s, "twbind") && argc > 2) {
+		/* Bind PORT as a program that sets no SO_REUSEADDR does. */
+		int l = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in a;
+		memset(&a, 0, sizeof a);
+		a.sin_family = AF_INET;
+		a.sin_port = htons(atoi(argv[2]));
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		report("bind", bind(l, (struct sockaddr *)&a, sizeof a));
 	} else if (!strcmp(s, "alloc") && argc > 2) {
 		size_t n = (size_t)atoi(argv[2]) << 20;
 		char *p = malloc(n);

@@ -142,3 +142,25 @@ func TestPidsBackAfterReset(t *testing.T) {
 		t.Errorf("pid %s after a job of 20 processes, %s before", again, first)
 	}
 }
+
+// A port the last job's loopback connection used is free for the next:
+// the sandbox keeps no TIME_WAIT sockets (before, bind failed with
+// EADDRINUSE for 60 s, and /proc/net/tcp showed the last job's
+// connections).
+func TestNoTimeWaitLeft(t *testing.T) {
+	sb := hostileSandbox(t)
+	if _, why := hostileTool(t); hostileBinary == nil {
+		t.Skipf("needs the static C helper: %s", why)
+	}
+	r := helperRun(t, sb, "", jobs.Limits{}, "twmake", "8080")
+	wantLines(t, r, "tw made")
+	if err := sb.Reset(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	r = helperRun(t, sb, "", jobs.Limits{}, "twbind", "8080")
+	wantLines(t, r, "bind ok")
+	r = run(t, sb, jobs.Limits{}, "cat", "/proc/net/tcp")
+	if lines := strings.Split(strings.TrimSpace(r.Stdout), "\n"); len(lines) != 1 {
+		t.Errorf("the next job sees the last one's TCP sockets:\n%s", r.Stdout)
+	}
+}
