@@ -91,6 +91,7 @@ func RunInit() {
 	loop.kept.shm_fd = -1
 	loop.last_profile = -1
 	loop.unix_base = -1
+	loop.unix_fd = -1
 	loop.pid_base = -1
 	loop.pid_fd = -1
 	in := &initProc{sock: initSockFd, loop: loop, buf: unsafe.Slice((*byte)(unsafe.Pointer(loop.buf)), maxMessage)}

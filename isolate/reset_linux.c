@@ -480,19 +480,23 @@ static int layer_unchanged(const struct corral_loop *L, int64_t disk) {
 // loop_linux.c); a process of the default profile made outside the
 // zygote counts as touching it.
 // unix_sockets counts the AF_UNIX sockets of the init's network namespace,
-// the sandbox's: the lines of /proc/self/net/unix after its header. -1 on
-// an error.
-static int unix_sockets(const struct corral_loop *L) {
-	char path[4096];
-	if (join(path, sizeof(path), L->layer.proc, "/self/net/unix") < 0) return -1;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) return -1;
+// the sandbox's: the lines of /proc/self/net/unix after its header, read
+// from the start of an fd kept open. -1 on an error.
+static int unix_sockets(struct corral_loop *L) {
+	if (L->unix_fd < 0) {
+		char path[4096];
+		if (join(path, sizeof(path), L->layer.proc, "/self/net/unix") < 0) return -1;
+		L->unix_fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (L->unix_fd < 0) return -1;
+	}
 	char buf[8192];
 	int lines = 0;
 	ssize_t n;
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
+	off_t off = 0;
+	while ((n = pread(L->unix_fd, buf, sizeof(buf), off)) > 0) {
 		for (ssize_t i = 0; i < n; i++) lines += buf[i] == '\n';
-	close(fd);
+		off += n;
+	}
 	return n < 0 ? -1 : lines - 1;
 }
 

@@ -369,6 +369,7 @@ struct corral_loop {
 	// when its first layer was built (-1: not yet). A reset finds more
 	// only when a job's sockets outlived it (see corral_reset).
 	int unix_base;
+	int unix_fd; // /proc/self/net/unix, kept open (-1: not yet)
 	// pid_base: the sandbox's pid namespace's last pid when its first
 	// layer was built; each reset puts it back (see corral_reset).
 	long pid_base;
