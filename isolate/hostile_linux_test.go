@@ -262,6 +262,20 @@ int main(int argc, char **argv) {
 		a.sin_port = htons(atoi(argv[2]));
 		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		report("bind", bind(l, (struct sockaddr *)&a, sizeof a));
+	} else if (!strcmp(s, "tmpfiles") && argc > 3) {
+		/* N unnamed files in DIR, each closed at once: no name, no trace
+		   but the tmpfs's inode counter. */
+		for (int i = 0; i < atoi(argv[2]); i++) {
+			int fd = open(argv[3], O_TMPFILE | O_RDWR, 0600);
+			if (fd < 0) { report("tmpfile", -1); return 1; }
+			close(fd);
+		}
+		puts("tmpfiles ok");
+	} else if (!strcmp(s, "tmpino") && argc > 2) {
+		int fd = open(argv[2], O_TMPFILE | O_RDWR, 0600);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) < 0) { report("tmpfile", -1); return 1; }
+		printf("ino %lu\n", (unsigned long)st.st_ino);
 	} else if (!strcmp(s, "alloc") && argc > 2) {
 		size_t n = (size_t)atoi(argv[2]) << 20;
 		char *p = malloc(n);

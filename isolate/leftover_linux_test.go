@@ -164,3 +164,32 @@ func TestNoTimeWaitLeft(t *testing.T) {
 		t.Errorf("the next job sees the last one's TCP sockets:\n%s", r.Stdout)
 	}
 }
+
+// Unnamed files (O_TMPFILE) leave no name and change no stamped inode, but
+// use up tmpfs inode numbers: a kept layer would show the next job how
+// many the last one made. A layer whose tmpfs counters moved is not kept.
+func TestTmpfileCounterNotKept(t *testing.T) {
+	sb := hostileSandbox(t)
+	if _, why := hostileTool(t); hostileBinary == nil {
+		t.Skipf("needs the static C helper: %s", why)
+	}
+	for _, dir := range []string{"/dev/shm", "/tmp"} {
+		ino := func() string {
+			r := helperRun(t, sb, "", jobs.Limits{}, "tmpino", dir)
+			if err := sb.Reset(context.Background(), 0); err != nil {
+				t.Fatal(err)
+			}
+			return strings.TrimSpace(r.Stdout)
+		}
+		ino()
+		before := ino()
+		r := helperRun(t, sb, "", jobs.Limits{}, "tmpfiles", "50", dir)
+		wantLines(t, r, "tmpfiles ok")
+		if err := sb.Reset(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if after := ino(); after != before {
+			t.Errorf("%s: %s after 50 unnamed files of the last job, %s before", dir, after, before)
+		}
+	}
+}

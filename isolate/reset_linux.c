@@ -447,14 +447,35 @@ static int layer_stamps(const struct corral_loop *L, struct corral_stamp *out) {
 	return n;
 }
 
+// probe_ino makes an unnamed file (O_TMPFILE) in dir, an O_PATH fd of a
+// directory on one of the layer's tmpfs mounts, and returns its inode
+// number (0: it could not). A tmpfs numbers its inodes from a counter of
+// its own, one up for each new inode, named or not, and an unnamed file
+// changes no inode the stamps cover: only the counter tells that a job
+// made (and closed) such files, and the next job's first new file would
+// show how many. Two probes one apart mean none was made in between.
+static uint64_t probe_ino(int dir) {
+	int fd = openat(dir, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) return 0;
+	struct stat st;
+	uint64_t ino = fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+	close(fd);
+	return ino;
+}
+
 // layer_unchanged reports whether the current layer can serve the next
-// job as it is: it was stamped when built, has disk bytes, and every stamp
-// is as it was.
-static int layer_unchanged(const struct corral_loop *L, int64_t disk) {
+// job as it is: it was stamped when built, has disk bytes, every stamp is
+// as it was, and neither tmpfs made an inode since its last probe. probe
+// gets the new probes' numbers.
+static int layer_unchanged(const struct corral_loop *L, int64_t disk, uint64_t probe[2]) {
 	const struct corral_kept *K = &L->kept;
 	if (K->ok != 1 || K->nstamps == 0 || L->tmpl.mnt_fd < 0 || disk != K->disk) return 0;
 	struct corral_stamp now[CORRAL_MAX_STAMPS];
-	return layer_stamps(L, now) == K->nstamps && memcmp(now, K->stamps, (size_t)K->nstamps * sizeof(now[0])) == 0;
+	if (layer_stamps(L, now) != K->nstamps || memcmp(now, K->stamps, (size_t)K->nstamps * sizeof(now[0])) != 0)
+		return 0;
+	probe[0] = probe_ino(K->upper_fd);
+	probe[1] = probe_ino(K->shm_fd);
+	return probe[0] && probe[1] && probe[0] == K->probe[0] + 1 && probe[1] == K->probe[1] + 1;
 }
 
 // A layer that its job left exactly as it was built is kept: a new one
@@ -561,7 +582,12 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	int rc = sockets_settled(L);
 	if (rc < 0) return rc;
 	pids_back(L);
-	int keep = layer_unchanged(L, disk);
+	uint64_t probe[2] = {0, 0};
+	int keep = layer_unchanged(L, disk, probe);
+	if (keep) {
+		K->probe[0] = probe[0];
+		K->probe[1] = probe[1];
+	}
 	// The IPC namespace stays when no job process touched it since it
 	// was made (ipc_touched), unless layers are never kept.
 	int new_ipc = t->ipc_fd < 0 || L->ipc_touched || !L->layer.keep;
@@ -657,6 +683,9 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	if (K->ok == 1 && a.fine_ctime) {
 		int n = layer_stamps(L, K->stamps);
 		K->nstamps = n > 0 ? n : 0;
+		K->probe[0] = probe_ino(K->upper_fd);
+		K->probe[1] = probe_ino(K->shm_fd);
+		if (!K->probe[0] || !K->probe[1]) K->nstamps = 0;
 	}
 	return 0;
 }

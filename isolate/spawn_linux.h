@@ -116,6 +116,9 @@ struct corral_kept {
 	int upper_fd, work_fd, shm_fd;
 	int nstamps;
 	struct corral_stamp stamps[CORRAL_MAX_STAMPS];
+	// The inode numbers of the last unnamed files the init made in the
+	// layer's tmpfs and in /dev/shm (see probe_ino in reset_linux.c).
+	uint64_t probe[2];
 };
 
 // corral_reset replaces the writable layer (reset_linux.c): it drops the
