@@ -166,6 +166,11 @@ func decodeStrict(data []byte, v reflect.Value, field string) *RejectError {
 				return rejectf(kf, "appears more than once")
 			}
 			seen[mb.key] = true
+			if isNull(mb.value) {
+				// A label or variable is a string: null is no value of
+				// one (and not a way to unset a variable).
+				return rejectf(kf, "%s, not null", typeReason(v.Type().Elem()))
+			}
 			e := reflect.New(v.Type().Elem()).Elem()
 			if err := decodeStrict(mb.value, e, kf); err != nil {
 				return err

@@ -53,6 +53,8 @@ func decodeCases() []decodeCase {
 		{"id chars", `{"id":"A-z_0-9","cmd":["x"]}`, "", ""},
 		{"id empty", `{"id":"","cmd":["x"]}`, "id", "must not be empty"},
 		{"id null", `{"id":null,"cmd":["x"]}`, "", ""},
+		{"label null", with(`"labels":{"k":null}`), `labels["k"]`, "must be a string, not null"},
+		{"env null", wrap(`{"cmd":["x"],"env":{"A":null}}`), `steps[0].env["A"]`, "must be a string, not null"},
 		{"image empty", with(`"image":""`), "image", "must not be empty"},
 		{"network empty", with(`"network":""`), "network", "must not be empty"},
 		{"seccomp empty", with(`"seccomp":""`), "seccomp", "must not be empty"},
