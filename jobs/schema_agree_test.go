@@ -51,6 +51,7 @@ var schemaCannot = map[string]string{
 	"collect bad glob escape": globSyntax,
 	"egress allow bad cidr":   "whether a string is a CIDR (or CIDR:port) is beyond a pattern worth keeping",
 	"egress allow bad port":   "a port's range (1-65535) inside CIDR:port is beyond a pattern worth keeping",
+	"labels too big":          "a schema bounds each string, not the sum of an object's keys and values",
 }
 
 const (

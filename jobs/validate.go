@@ -91,10 +91,40 @@ func (j *Job) validate(maxima Limits) *RejectError {
 			return err.(*RejectError)
 		}
 	}
+	if len(j.Collect) > MaxCollect {
+		return rejectf("collect", "%d patterns, at most %d", len(j.Collect), MaxCollect)
+	}
 	for i, pat := range j.Collect {
 		if err := validGlob(pat); err != "" {
 			return rejectf("collect["+strconv.Itoa(i)+"]", "%s", err)
 		}
+	}
+	if err := checkLabels(j.Labels); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Bounds of what a result echoes or a collect costs: a result must fit the
+// server's max payload, and matching every file against every pattern
+// must stay cheap.
+const (
+	MaxCollect     = 64        // collect patterns
+	MaxLabels      = 64        // labels
+	MaxLabelsBytes = 16 * 1024 // keys and values together
+)
+
+// checkLabels bounds a job's labels, which its result echoes.
+func checkLabels(labels map[string]string) *RejectError {
+	if len(labels) > MaxLabels {
+		return rejectf("labels", "%d labels, at most %d", len(labels), MaxLabels)
+	}
+	n := 0
+	for k, v := range labels {
+		n += len(k) + len(v)
+	}
+	if n > MaxLabelsBytes {
+		return rejectf("labels", "%d bytes of keys and values, at most %d", n, MaxLabelsBytes)
 	}
 	return nil
 }
@@ -303,15 +333,31 @@ func underPrefix(subject, prefix string) bool {
 	return base != "" && (subject == base || strings.HasPrefix(subject, base+"."))
 }
 
+// MaxSubjectBytes and MaxSubjectTokens bound a reply_to. NATS takes a
+// publish's subject on its protocol's control line, 4 KiB by default: a
+// longer one makes the server close the publishing connection, the
+// worker's, for good.
+const (
+	MaxSubjectBytes  = 512
+	MaxSubjectTokens = 32
+)
+
 // validSubject checks a NATS subject to publish to and returns the reason it
 // is bad, or "".
 func validSubject(s string) string {
 	if s == "" {
 		return "must not be empty"
 	}
+	if len(s) > MaxSubjectBytes {
+		return fmt.Sprintf("is %d bytes long, more than %d", len(s), MaxSubjectBytes)
+	}
+	n := 0
 	for tok := range strings.SplitSeq(s, ".") {
 		if tok == "" {
 			return "is not a valid subject: it has an empty token"
+		}
+		if n++; n > MaxSubjectTokens {
+			return fmt.Sprintf("has more than %d tokens", MaxSubjectTokens)
 		}
 	}
 	for _, r := range s {

@@ -22,6 +22,15 @@ func wrap(step string) string { return `{"steps":[` + step + `]}` }
 // withFile puts a file object into a minimal job.
 func withFile(file string) string { return `{"cmd":["true"],"files":[` + file + `]}` }
 
+// manyLabels is n labels "l0":"v", "l1":"v", ….
+func manyLabels(n int) string {
+	l := make([]string, n)
+	for i := range l {
+		l[i] = fmt.Sprintf(`"l%d":"v"`, i)
+	}
+	return strings.Join(l, ",")
+}
+
 // with adds top-level members to a minimal shorthand job.
 func with(members string) string { return `{"cmd":["true"],` + members + `}` }
 
@@ -265,6 +274,12 @@ func decodeCases() []decodeCase {
 		{"reply trailing dot", with(`"reply_to":"a."`), "reply_to", "empty token"},
 		{"reply star", with(`"reply_to":"a.*"`), "reply_to", "wildcard"},
 		{"reply gt", with(`"reply_to":"a.>"`), "reply_to", "wildcard"},
+		{"reply too long", with(`"reply_to":"` + strings.Repeat("x", 513) + `"`), "reply_to", "more than 512"},
+		{"reply too many tokens", with(`"reply_to":"` + strings.Repeat("t.", 32) + `t"`), "reply_to", "more than 32 tokens"},
+		{"reply 512 bytes", with(`"reply_to":"` + strings.Repeat("x", 512) + `"`), "", ""},
+		{"collect too many", with(`"collect":[` + strings.Repeat(`"a",`, 64) + `"a"]`), "collect", "at most 64"},
+		{"labels too many", with(`"labels":{` + manyLabels(65) + `}`), "labels", "at most 64"},
+		{"labels too big", with(`"labels":{"k":"` + strings.Repeat("v", 16384) + `"}`), "labels", "at most 16384"},
 		{"reply space", with(`"reply_to":"a b"`), "reply_to", "white space"},
 		{"reply tab", with(`"reply_to":"a\tb"`), "reply_to", "white space"},
 		{"reply newline", with(`"reply_to":"a\r\nPUB x"`), "reply_to", "white space"},

@@ -341,10 +341,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	return nil
 }
 
-// Ready reports whether the worker pulls jobs: Start has returned and Stop
-// has not begun.
+// Ready reports whether the worker pulls jobs: Start has returned, Stop
+// has not begun, and the NATS connection is up.
 func (w *Worker) Ready() bool {
-	return w.ready.Load()
+	return w.ready.Load() && w.nc.IsConnected()
 }
 
 // Stop takes no new jobs, lets running ones finish within the grace period,
@@ -854,14 +854,23 @@ func (w *Worker) finish(log *zap.Logger, msg jetstream.Msg, res *jobs.Result, re
 	if res.Timing.FinishedAt.IsZero() {
 		res.Timing.FinishedAt = time.Now()
 	}
-	if err := w.publish(res, reply); err != nil {
+	err := w.publish(res, reply)
+	if errors.Is(err, errUnfittable) {
+		// Running it again would give the same: a minimal result, and
+		// the job is done.
+		log.Error("result too large to send, even cut; sending a minimal one", zap.Error(err))
+		res = &jobs.Result{ID: res.ID, Queue: res.Queue, Status: jobs.StatusInternalError,
+			Error: err.Error(), Attempt: res.Attempt, Steps: []jobs.StepResult{}, Worker: res.Worker, Timing: res.Timing}
+		ran = false // Term: never again
+		err = w.publish(res, reply)
+	}
+	if err != nil {
 		log.Warn("publishing the result failed; redelivering the job", zap.Error(err))
 		w.metrics.handedBack.WithLabelValues(res.Queue, handBackPublishFailed).Inc()
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
 	w.metrics.result(res)
-	var err error
 	if ran {
 		err = msg.DoubleAck(context.Background())
 	} else {

@@ -191,6 +191,12 @@ func TestWorkerRejects(t *testing.T) {
 	if r.Status != jobs.StatusRejected || !strings.Contains(r.Error, "bad id!") || r.Labels["k"] != "v" {
 		t.Fatalf("%+v", r)
 	}
+	// A reply_to too long for NATS's control line (it would have closed
+	// the worker's connection for good): rejected on the default subject.
+	e.submit("default", "", `{"id": "longreply", "cmd": ["true"], "reply_to": "corral.results.`+strings.Repeat("t.", 2500)+`t"}`)
+	if r := wait(t, all); r.ID != "longreply" || r.Status != jobs.StatusRejected || !strings.Contains(r.Error, "reply_to") {
+		t.Fatalf("%+v", r)
+	}
 	// The queue kept moving: a good job still runs.
 	e.submit("default", "", `{"id": "after", "cmd": ["true"]}`)
 	if r := wait(t, all); r.ID != "after" || r.Status != jobs.StatusOK {

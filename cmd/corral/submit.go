@@ -418,6 +418,13 @@ func peekJob(body []byte) (id, replyTo string, hasID bool, reject string) {
 		return "", "", false, ""
 	}
 	_ = json.Unmarshal(top["reply_to"], &replyTo)
+	if replyTo != "" {
+		// Not subscribed to: a subject NATS refuses (too long) would
+		// close this connection for every job.
+		if err := jobs.ReplySubjectAllowed(replyTo, nil); err != nil {
+			return "", "", false, err.Error()
+		}
+	}
 	raw, hasID := top["id"]
 	var s string
 	if hasID && json.Unmarshal(raw, &s) == nil && s != "" && !jobs.ValidID(s) {

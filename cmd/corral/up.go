@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -62,7 +63,8 @@ SIGTERM drains the worker and stops.`)
 		return fmt.Errorf("NATS server did not start on %s", *listen)
 	}
 	url := srv.ClientURL()
-	nc, err := nats.Connect(url, nats.Name("corral-up"), nats.MaxReconnects(-1))
+	ctx, lost := withConnLoss(ctx, log)
+	nc, err := nats.Connect(url, nats.Name("corral-up"), nats.MaxReconnects(-1), nats.ClosedHandler(lost))
 	if err != nil {
 		return err
 	}
@@ -77,5 +79,8 @@ SIGTERM drains the worker and stops.`)
 	log.Info("stopping: no new jobs; finishing running ones")
 	w.Stop()
 	cleanup()
+	if err := context.Cause(ctx); errors.Is(err, errConnClosed) {
+		return err
+	}
 	return nil
 }

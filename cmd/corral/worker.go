@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -328,7 +329,8 @@ end as internal_error), and exits 0.`)
 		return err
 	}
 	defer log.Sync()
-	opts := []nats.Option{nats.Name("corral-worker"), nats.MaxReconnects(-1)}
+	ctx, lost := withConnLoss(ctx, log)
+	opts := []nats.Option{nats.Name("corral-worker"), nats.MaxReconnects(-1), nats.ClosedHandler(lost)}
 	if *creds != "" {
 		opts = append(opts, nats.UserCredentials(*creds))
 	}
@@ -345,7 +347,30 @@ end as internal_error), and exits 0.`)
 	log.Info("stopping: no new jobs; finishing running ones")
 	w.Stop()
 	cleanup()
+	if err := context.Cause(ctx); errors.Is(err, errConnClosed) {
+		return err
+	}
 	return nil
+}
+
+// errConnClosed ends a worker whose NATS connection closed for good.
+var errConnClosed = errors.New("the NATS connection closed for good (see the log); exiting so that a supervisor restarts the worker")
+
+// withConnLoss returns a context that ends, with errConnClosed as its
+// cause, when the handler it returns runs: the connection's ClosedHandler.
+// The connection reconnects on its own after network errors; it closes for
+// good only on a fatal one (the server refusing the credentials, or a
+// protocol error), and a worker left without it would look alive and do
+// nothing.
+func withConnLoss(ctx context.Context, log *zap.Logger) (context.Context, func(*nats.Conn)) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	return ctx, func(nc *nats.Conn) {
+		if ctx.Err() != nil {
+			return // stopping: the deferred Close
+		}
+		log.Error("NATS connection closed", zap.Error(nc.LastError()))
+		cancel(errConnClosed)
+	}
 }
 
 // egressPool starts the egress network pool from the flags.
