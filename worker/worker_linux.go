@@ -425,6 +425,9 @@ func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			w.release(n)
+			if consumerGone(err) {
+				cons = w.recreateConsumer(q, cons, err)
+			}
 			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				w.metrics.fetchErrors.WithLabelValues(q.Name).Inc()
 				w.log.Warn("fetch", zap.String("queue", q.Name), zap.Error(err))
@@ -456,9 +459,35 @@ func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
 		}
 		w.release(n)
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			if consumerGone(err) {
+				cons = w.recreateConsumer(q, cons, err)
+				continue
+			}
 			w.log.Debug("fetch ended", zap.String("queue", q.Name), zap.Error(err))
 		}
 	}
+}
+
+// consumerGone reports whether a fetch failed because the queue's consumer
+// no longer exists (deleted by an operator or a tool).
+func consumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, jetstream.ErrConsumerDoesNotExist)
+}
+
+// recreateConsumer makes the queue's consumer again, as Start did, and
+// returns it (the old one if that fails: the next fetch tries again).
+// Without it the worker would go on fetching from nothing, silently.
+func (w *Worker) recreateConsumer(q QueueConfig, old jetstream.Consumer, why error) jetstream.Consumer {
+	w.log.Warn("the queue's consumer is gone; creating it again", zap.String("queue", q.Name), zap.Error(why))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := EnsureConsumer(ctx, w.js, q.Name, w.cfg.Consumer)
+	if err != nil {
+		w.log.Warn("creating the queue's consumer again", zap.String("queue", q.Name), zap.Error(err))
+		return old
+	}
+	return c
 }
 
 // runner runs the jobs fetchLoop hands over until Stop. Runners live as

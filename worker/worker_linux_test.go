@@ -850,3 +850,24 @@ func TestWorkerStrayJob(t *testing.T) {
 		}
 	}
 }
+
+// A queue's consumer deleted while the worker runs is made again: the
+// next jobs run. Before, the worker fetched from nothing, silently.
+func TestWorkerConsumerDeleted(t *testing.T) {
+	e := startE2E(t, nil)
+	all := e.results("corral.results.>")
+	ctx := context.Background()
+	if err := e.js.DeleteConsumer(ctx, jobs.StreamJobs, jobs.ConsumerName("default")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // a fetch or two notice it
+	e.submit("default", "", `{"id": "afterdel", "cmd": ["true"]}`)
+	select {
+	case r := <-all:
+		if r.ID != "afterdel" || r.Status != jobs.StatusOK {
+			t.Fatalf("%+v", r)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no result after the consumer was deleted")
+	}
+}
