@@ -930,12 +930,29 @@ func (w *Worker) publish(res *jobs.Result, subject string) error {
 	}
 	if stored {
 		_, err = w.js.PublishMsg(ctx, m)
+		if err != nil && strings.HasPrefix(subject, jobs.SubjectResults) && w.resultsStreamGone(ctx) {
+			// Someone deleted CORRAL_RESULTS: make it again and send
+			// the result once more, rather than run the job again.
+			if _, eerr := EnsureStreams(ctx, w.js, w.cfg.Streams); eerr != nil {
+				return fmt.Errorf("%w (and making %s again: %v)", err, jobs.StreamResults, eerr)
+			}
+			w.log.Warn("the results stream was gone; made it again", zap.String("stream", jobs.StreamResults))
+			_, err = w.js.PublishMsg(ctx, m)
+		}
 		return err
 	}
 	if err := w.nc.PublishMsg(m); err != nil {
 		return err
 	}
 	return w.nc.FlushTimeout(10 * time.Second)
+}
+
+// resultsStreamGone reports whether CORRAL_RESULTS does not exist.
+func (w *Worker) resultsStreamGone(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := w.js.Stream(ctx, jobs.StreamResults)
+	return errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // stored reports whether a stream captures subject. The default result

@@ -871,3 +871,31 @@ func TestWorkerConsumerDeleted(t *testing.T) {
 		t.Fatal("no result after the consumer was deleted")
 	}
 }
+
+// CORRAL_RESULTS deleted while the worker runs is made again, and the
+// result stored, without running the job again.
+func TestWorkerResultsStreamDeleted(t *testing.T) {
+	e := startE2E(t, nil)
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, jobs.StreamResults); err != nil {
+		t.Fatal(err)
+	}
+	e.submit("default", "", `{"id": "nores", "cmd": ["true"]}`)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s, err := e.js.Stream(ctx, jobs.StreamResults)
+		if err == nil {
+			if m, err := s.GetLastMsgForSubject(ctx, jobs.ResultSubject("nores")); err == nil {
+				var r jobs.Result
+				if err := json.Unmarshal(m.Data, &r); err != nil || r.Status != jobs.StatusOK || r.Attempt != 1 {
+					t.Fatalf("%s %v", m.Data, err)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no stored result: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
