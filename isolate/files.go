@@ -36,3 +36,7 @@ type Collected struct {
 // ErrUnsafePath is returned for a path that is absolute, not clean, or
 // climbs out of /work, and for one that would cross a symlink.
 var ErrUnsafePath = errors.New("isolate: unsafe path")
+
+// ErrNoSpace is a file that does not fit the sandbox's writable layer
+// (its disk bytes): the job's own doing, not the sandbox's.
+var ErrNoSpace = errors.New("isolate: no space left in the writable layer")

@@ -53,6 +53,9 @@ func (s *Sandbox) WriteFiles(ctx context.Context, files []File) error {
 				if ie.Errno == unix.ELOOP || ie.Errno == unix.EXDEV || ie.Errno == unix.ENOTDIR {
 					return fmt.Errorf("%w: %q crosses a symlink or a mount (%v)", ErrUnsafePath, f.Path, ie.Errno)
 				}
+				if ie.Errno == unix.ENOSPC || ie.Errno == unix.EFBIG || ie.Errno == unix.EDQUOT {
+					return fmt.Errorf("%w: %q (%d bytes): %v", ErrNoSpace, f.Path, len(f.Data), ie.Errno)
+				}
 				return fmt.Errorf("isolate: write %q: %w", f.Path, err)
 			}
 			return s.fail(err)

@@ -139,8 +139,11 @@ func writeFiles(ctx context.Context, sb Sandbox, job *jobs.Job, objs ObjectStore
 		files = append(files, isolate.File{Path: f.Path, Data: data, Mode: fileMode(f.Perm())})
 	}
 	err := sb.WriteFiles(ctx, files)
-	if errors.Is(err, isolate.ErrUnsafePath) {
+	switch {
+	case errors.Is(err, isolate.ErrUnsafePath):
 		return &jobs.RejectError{Field: "files", Reason: err.Error()}
+	case errors.Is(err, isolate.ErrNoSpace):
+		return &jobs.RejectError{Field: "files", Reason: err.Error() + ": they do not fit disk_bytes"}
 	}
 	return err
 }

@@ -232,3 +232,19 @@ func TestRunJobObjectErrors(t *testing.T) {
 		t.Fatalf("failing store: want a plain error, got %v", err)
 	}
 }
+
+// Files bigger than the job's disk_bytes reject the job: the job's doing,
+// not the sandbox's (before: internal_error after three runs).
+func TestRunJobFilesTooBig(t *testing.T) {
+	sb := testSandbox(t)
+	big := strings.Repeat("x", 300_000)
+	job := decode(t, `{"files": [{"path": "big", "content": "`+big+`"}], "cmd": ["true"], "limits": {"disk_bytes": 65536}}`)
+	if err := sb.Reset(context.Background(), 65536); err != nil {
+		t.Fatal(err)
+	}
+	_, err := runJob(context.Background(), sb, job, QueueConfig{}.WithDefaults(), nil, nil)
+	var re *jobs.RejectError
+	if !errors.As(err, &re) || !strings.Contains(re.Reason, "disk_bytes") {
+		t.Fatalf("want a rejection naming disk_bytes, got %v", err)
+	}
+}
