@@ -24,12 +24,22 @@ type jsObjects struct {
 // job is tried again.
 var ErrNoObject = errors.New("no such object")
 
-func (o jsObjects) Get(ctx context.Context, bucket, name string) ([]byte, error) {
+// ErrObjectTooBig is an object larger than the job's writable layer: it
+// could not be written, and reading it would only cost the worker memory.
+var ErrObjectTooBig = errors.New("object larger than the job's disk_bytes")
+
+func (o jsObjects) Get(ctx context.Context, bucket, name string, max int64) ([]byte, error) {
 	store, err := o.js.ObjectStore(ctx, bucket)
 	if err == nil {
-		var b []byte
-		if b, err = store.GetBytes(ctx, name); err == nil {
-			return b, nil
+		var info *jetstream.ObjectInfo
+		if info, err = store.GetInfo(ctx, name); err == nil {
+			if int64(info.Size) > max {
+				return nil, fmt.Errorf("%w: %s/%s is %d bytes, disk_bytes %d", ErrObjectTooBig, bucket, name, info.Size, max)
+			}
+			var b []byte
+			if b, err = store.GetBytes(ctx, name); err == nil {
+				return b, nil
+			}
 		}
 	}
 	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||

@@ -24,8 +24,9 @@ type Sandbox interface {
 // as `object` and collected files above the inline limit.
 type ObjectStore interface {
 	// Get returns the object bucket/name; ErrNoObject (wrapped) when the
-	// bucket or the object does not exist.
-	Get(ctx context.Context, bucket, name string) ([]byte, error)
+	// bucket or the object does not exist, ErrObjectTooBig (wrapped) when
+	// it is larger than max bytes, without reading it.
+	Get(ctx context.Context, bucket, name string, max int64) ([]byte, error)
 	// Put stores r as name in the results bucket and returns the
 	// reference a result carries ("corral-files/NAME").
 	Put(ctx context.Context, name string, r io.Reader) (string, error)
@@ -47,7 +48,11 @@ type outcome struct {
 // error means the sandbox failed.
 func runJob(ctx context.Context, sb Sandbox, job *jobs.Job, q QueueConfig, objs ObjectStore, live func(step, stream string, p []byte)) (*outcome, error) {
 	out := &outcome{}
-	if err := writeFiles(ctx, sb, job, objs); err != nil {
+	disk := jobs.DiskBytes(job.Steps)
+	if disk == 0 {
+		disk = q.Defaults.DiskBytes
+	}
+	if err := writeFiles(ctx, sb, job, objs, disk); err != nil {
 		return nil, err
 	}
 	profile := job.Seccomp.OrDefault(q.Seccomp)
@@ -108,7 +113,9 @@ func runJob(ctx context.Context, sb Sandbox, job *jobs.Job, q QueueConfig, objs 
 	return out, nil
 }
 
-func writeFiles(ctx context.Context, sb Sandbox, job *jobs.Job, objs ObjectStore) error {
+// writeFiles writes the job's files into the sandbox; an object larger
+// than disk bytes, which could not fit, is rejected unread.
+func writeFiles(ctx context.Context, sb Sandbox, job *jobs.Job, objs ObjectStore, disk int64) error {
 	if len(job.Files) == 0 {
 		return nil
 	}
@@ -126,8 +133,8 @@ func writeFiles(ctx context.Context, sb Sandbox, job *jobs.Job, objs ObjectStore
 			if serr != nil {
 				return &jobs.RejectError{Field: field + ".object", Reason: serr.Error()}
 			}
-			if data, err = objs.Get(ctx, bucket, name); err != nil {
-				if errors.Is(err, ErrNoObject) {
+			if data, err = objs.Get(ctx, bucket, name, disk); err != nil {
+				if errors.Is(err, ErrNoObject) || errors.Is(err, ErrObjectTooBig) {
 					return &jobs.RejectError{Field: field + ".object", Reason: err.Error()}
 				}
 				// Not the job's fault: another attempt may get it.

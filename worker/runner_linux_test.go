@@ -57,12 +57,15 @@ type memObjects struct {
 	objs map[string][]byte
 }
 
-func (m *memObjects) Get(ctx context.Context, bucket, name string) ([]byte, error) {
+func (m *memObjects) Get(ctx context.Context, bucket, name string, max int64) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b, ok := m.objs[bucket+"/"+name]
 	if !ok {
 		return nil, ErrNoObject
+	}
+	if int64(len(b)) > max {
+		return nil, ErrObjectTooBig
 	}
 	return b, nil
 }
@@ -213,7 +216,7 @@ func TestRunJobLiveOutputAndSeccomp(t *testing.T) {
 // flakyObjects fails every Get as a server in trouble would.
 type flakyObjects struct{ *memObjects }
 
-func (flakyObjects) Get(context.Context, string, string) ([]byte, error) {
+func (flakyObjects) Get(context.Context, string, string, int64) ([]byte, error) {
 	return nil, errors.New("nats: timeout")
 }
 

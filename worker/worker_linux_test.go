@@ -606,6 +606,14 @@ func TestWorkerObjects(t *testing.T) {
 	if r := wait(t, all); r.Status != jobs.StatusRejected || !strings.Contains(r.Error, "no such object") || r.Attempt != 1 {
 		t.Fatalf("%+v", r)
 	}
+	// An object larger than the job's disk_bytes: rejected unread.
+	if _, err := bucket.PutBytes(ctx, "big.bin", make([]byte, 300_000)); err != nil {
+		t.Fatal(err)
+	}
+	e.submit("default", "", `{"id": "bigobj", "files": [{"path": "x", "object": "inputs/big.bin"}], "cmd": ["true"], "limits": {"disk_bytes": 65536}}`)
+	if r := wait(t, all); r.Status != jobs.StatusRejected || !strings.Contains(r.Error, "larger than the job's disk_bytes") || r.Attempt != 1 {
+		t.Fatalf("%+v", r)
+	}
 }
 
 // A panic while running a job becomes an internal_error result; the
