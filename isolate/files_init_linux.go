@@ -159,6 +159,17 @@ func collectFiles(work int, patterns []string, maxFiles int) ([]fileEntry, []int
 	}
 	var entries []fileEntry
 	var fds []int
+	// Skipped paths are listed up to maxSkipped, then only counted: a job
+	// that makes thousands of fifos must not make the reply too big to
+	// send.
+	skipped, more := 0, 0
+	skip := func(rel, why string) {
+		if skipped++; skipped > maxSkipped {
+			more++
+			return
+		}
+		entries = append(entries, fileEntry{Path: rel, Skipped: why})
+	}
 	err := fs.WalkDir(os.DirFS("/proc/self/fd/"+strconv.Itoa(work)), ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil || rel == "." {
 			return nil // unreadable parts are simply not collected
@@ -170,10 +181,10 @@ func collectFiles(work int, patterns []string, maxFiles int) ([]fileEntry, []int
 		case d.IsDir():
 			return nil
 		case d.Type()&fs.ModeSymlink != 0:
-			entries = append(entries, fileEntry{Path: rel, Skipped: "symlink: not followed"})
+			skip(rel, "symlink: not followed")
 			return nil
 		case !d.Type().IsRegular():
-			entries = append(entries, fileEntry{Path: rel, Skipped: "not a regular file"})
+			skip(rel, "not a regular file")
 			return nil
 		}
 		if len(fds) >= maxFiles {
@@ -184,13 +195,13 @@ func collectFiles(work int, patterns []string, maxFiles int) ([]fileEntry, []int
 			Flags: unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: confined,
 		})
 		if err != nil {
-			entries = append(entries, fileEntry{Path: rel, Skipped: err.Error()})
+			skip(rel, err.Error())
 			return nil
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 			unix.Close(fd)
-			entries = append(entries, fileEntry{Path: rel, Skipped: "not a regular file"})
+			skip(rel, "not a regular file")
 			return nil
 		}
 		entries = append(entries, fileEntry{Path: rel, Size: st.Size})
@@ -201,5 +212,11 @@ func collectFiles(work int, patterns []string, maxFiles int) ([]fileEntry, []int
 		closeAll(fds)
 		return nil, nil, err
 	}
+	if more > 0 {
+		entries = append(entries, fileEntry{Path: fmt.Sprintf("(%d more)", more), Skipped: "skipped too, not listed"})
+	}
 	return entries, fds, nil
 }
+
+// maxSkipped bounds the skipped paths a collect lists.
+const maxSkipped = 100

@@ -113,7 +113,10 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("isolate: socketpair: %w", err)
 	}
+	// Both ends send messages up to maxMessage (the init's collect reply
+	// may be large): a SEQPACKET message must fit the send buffer whole.
 	_ = unix.SetsockoptInt(pair[0], unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, maxMessage)
+	_ = unix.SetsockoptInt(pair[1], unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, maxMessage)
 	parentEnd := os.NewFile(uintptr(pair[0]), "control")
 	initEnd := os.NewFile(uintptr(pair[1]), "control-init")
 	defer initEnd.Close()

@@ -251,3 +251,18 @@ func TestRunJobFilesTooBig(t *testing.T) {
 		t.Fatalf("want a rejection naming disk_bytes, got %v", err)
 	}
 }
+
+// Thousands of collected fifos: the skipped ones are listed up to 100 and
+// counted beyond; the sandbox survives (before: the init's reply outgrew
+// its socket's buffer, the init died, internal_error after three runs).
+func TestRunJobCollectManySkipped(t *testing.T) {
+	sb := testSandbox(t)
+	job := decode(t, `{"cmd": ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do mkfifo f$i; i=$((i+1)); done"], "collect": ["f*"]}`)
+	out, err := runJob(context.Background(), sb, job, QueueConfig{}.WithDefaults(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Notes) != 101 || !strings.Contains(out.Notes[100], "2900 more") {
+		t.Fatalf("%d notes, last %q", len(out.Notes), out.Notes[len(out.Notes)-1])
+	}
+}
