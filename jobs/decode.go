@@ -78,6 +78,7 @@ type keyChecker interface {
 
 // checkKeys rejects a job that mixes the shorthand with steps.
 func (j *Job) checkKeys(keys map[string]bool) *RejectError {
+	j.expiresSet = keys["expires_at"]
 	if !keys["steps"] {
 		return nil
 	}

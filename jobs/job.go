@@ -73,6 +73,9 @@ type Job struct {
 	// shorthand is set by Normalize when Steps came from the shorthand, so
 	// that errors name the top-level fields the submitter wrote.
 	shorthand bool
+	// expiresSet: the message had an expires_at, maybe the zero time
+	// ("0001-01-01T00:00:00Z"), which is long past, not "never".
+	expiresSet bool
 }
 
 // Step is one command of a job.
@@ -275,7 +278,7 @@ func (j *Job) ReplySubject() string {
 
 // Expired reports whether the job has an expires_at that is not after now.
 func (j *Job) Expired(now time.Time) bool {
-	return !j.ExpiresAt.IsZero() && !now.Before(j.ExpiresAt)
+	return (j.expiresSet || !j.ExpiresAt.IsZero()) && !now.Before(j.ExpiresAt)
 }
 
 // hasShorthand reports whether any single-step shorthand field is set.

@@ -334,3 +334,18 @@ func TestDecodeCleansAndTakesWholeNumbers(t *testing.T) {
 		t.Errorf("limits %+v", l)
 	}
 }
+
+// An expires_at of the zero time is long past, not "never".
+func TestExpiresAtZeroTime(t *testing.T) {
+	j, err := Decode([]byte(`{"cmd":["x"],"expires_at":"0001-01-01T00:00:00Z"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !j.Expired(time.Now()) {
+		t.Error("not expired")
+	}
+	j, _ = Decode([]byte(`{"cmd":["x"]}`))
+	if j.Expired(time.Now()) {
+		t.Error("a job without expires_at expired")
+	}
+}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -31,5 +32,19 @@ func TestCancelRegistryRemembersRunning(t *testing.T) {
 	time.Sleep(5 * time.Millisecond)
 	if !r.register("k", func(error) {}) {
 		t.Fatal("a cancel remembered past its memory")
+	}
+}
+
+// A flood of cancels of made-up ids is bounded; the newest are kept.
+func TestCancelRegistryBounded(t *testing.T) {
+	r := newCancelRegistry(time.Hour)
+	for i := range maxCancels + 5000 {
+		r.cancel("flood-" + strconv.Itoa(i))
+	}
+	if n := len(r.early); n > maxCancels {
+		t.Fatalf("%d cancels kept", n)
+	}
+	if r.register("flood-"+strconv.Itoa(maxCancels+4999), func(error) {}) {
+		t.Fatal("the newest cancel was forgotten")
 	}
 }
