@@ -104,6 +104,10 @@ func (f *File) checkKeys(keys map[string]bool) *RejectError {
 	return nil
 }
 
+// MaxListLen bounds every list and every object of names (env, labels)
+// in a job (argv included: far above what exec takes).
+const MaxListLen = 65536
+
 var (
 	unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 	keyCheckerType  = reflect.TypeFor[keyChecker]()
@@ -143,6 +147,11 @@ func decodeStrict(data []byte, v reflect.Value, field string) *RejectError {
 		if json.Unmarshal(data, &elems) != nil {
 			return rejectf(field, "%s", typeReason(v.Type()))
 		}
+		if len(elems) > MaxListLen {
+			// Before each element costs a value of its own: millions of
+			// empty strings in a message took a second and most of a GB.
+			return rejectf(field, "has %d elements, at most %d", len(elems), MaxListLen)
+		}
 		s := reflect.MakeSlice(v.Type(), len(elems), len(elems))
 		for i, e := range elems {
 			if err := decodeStrict(e, s.Index(i), field+"["+strconv.Itoa(i)+"]"); err != nil {
@@ -158,6 +167,9 @@ func decodeStrict(data []byte, v reflect.Value, field string) *RejectError {
 		members, ok := objectMembers(data)
 		if !ok {
 			return rejectf(field, "%s", typeReason(v.Type()))
+		}
+		if len(members) > MaxListLen {
+			return rejectf(field, "has %d members, at most %d", len(members), MaxListLen)
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(members))
 		seen := make(map[string]bool, len(members))

@@ -277,6 +277,7 @@ func decodeCases() []decodeCase {
 		{"reply too long", with(`"reply_to":"` + strings.Repeat("x", 513) + `"`), "reply_to", "more than 512"},
 		{"reply too many tokens", with(`"reply_to":"` + strings.Repeat("t.", 32) + `t"`), "reply_to", "more than 32 tokens"},
 		{"reply 512 bytes", with(`"reply_to":"` + strings.Repeat("x", 512) + `"`), "", ""},
+		{"cmd too long", `{"cmd":["x"` + strings.Repeat(`,""`, 65536) + `]}`, "cmd", "at most 65536"},
 		{"collect too many", with(`"collect":[` + strings.Repeat(`"a",`, 64) + `"a"]`), "collect", "at most 64"},
 		{"labels too many", with(`"labels":{` + manyLabels(65) + `}`), "labels", "at most 64"},
 		{"labels too big", with(`"labels":{"k":"` + strings.Repeat("v", 16384) + `"}`), "labels", "at most 16384"},
