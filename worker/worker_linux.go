@@ -425,7 +425,7 @@ func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			w.release(n)
-			if consumerGone(err) {
+			if w.consumerGone(q, err) {
 				cons = w.recreateConsumer(q, cons, err)
 			}
 			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -459,7 +459,7 @@ func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
 		}
 		w.release(n)
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			if consumerGone(err) {
+			if w.consumerGone(q, err) {
 				cons = w.recreateConsumer(q, cons, err)
 				continue
 			}
@@ -469,10 +469,21 @@ func (w *Worker) fetchLoop(q QueueConfig, cons jetstream.Consumer) {
 }
 
 // consumerGone reports whether a fetch failed because the queue's consumer
-// no longer exists (deleted by an operator or a tool).
-func consumerGone(err error) bool {
-	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
-		errors.Is(err, jetstream.ErrConsumerDoesNotExist)
+// no longer exists (deleted by an operator or a tool). A pull request
+// pending when it goes is told so; one made after it gets no responders,
+// which only asking the server tells from a server with no JetStream.
+func (w *Worker) consumerGone(q QueueConfig, err error) bool {
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, jetstream.ErrConsumerDoesNotExist) {
+		return true
+	}
+	if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, cerr := w.js.Consumer(ctx, jobs.StreamJobs, jobs.ConsumerName(q.Name))
+	return errors.Is(cerr, jetstream.ErrConsumerNotFound)
 }
 
 // recreateConsumer makes the queue's consumer again, as Start did, and

@@ -907,3 +907,32 @@ func TestWorkerResultsStreamDeleted(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// A fetch made after the queue's consumer was deleted gets no responders;
+// the worker asks the server and learns the consumer is gone, as a pending
+// fetch is told outright.
+func TestConsumerGone(t *testing.T) {
+	url, _ := natstest.Server(t)
+	_, js := natstest.Connect(t, url)
+	ctx := context.Background()
+	if _, err := EnsureStreams(ctx, js, StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := EnsureConsumer(ctx, js, "default", ConsumerConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	w := &Worker{js: js}
+	q := QueueConfig{Name: "default"}
+	if w.consumerGone(q, nats.ErrNoResponders) {
+		t.Fatal("an existing consumer taken for gone")
+	}
+	if err := js.DeleteConsumer(ctx, jobs.StreamJobs, jobs.ConsumerName("default")); err != nil {
+		t.Fatal(err)
+	}
+	if !w.consumerGone(q, nats.ErrNoResponders) || !w.consumerGone(q, jetstream.ErrConsumerDeleted) {
+		t.Fatal("a deleted consumer not taken for gone")
+	}
+	if w.consumerGone(q, errors.New("nats: timeout")) {
+		t.Fatal("a timeout taken for a gone consumer")
+	}
+}
