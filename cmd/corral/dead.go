@@ -78,13 +78,10 @@ type deadFlags struct {
 }
 
 func addDeadFlags(fs *flag.FlagSet) *deadFlags {
-	def := os.Getenv("CORRAL_NATS")
-	if def == "" {
-		def = defaultNATSURL
-	}
+	url, creds := addConnFlags(fs)
 	return &deadFlags{
-		url:   fs.String("nats", def, "NATS server URL (default from $CORRAL_NATS)"),
-		creds: fs.String("creds", "", "NATS credentials file"),
+		url:   url,
+		creds: creds,
 		queue: fs.String("queue", "", "only the dead jobs of this queue (default: all)"),
 	}
 }
@@ -94,13 +91,9 @@ func (df *deadFlags) open(ctx context.Context) (*nats.Conn, jetstream.Stream, er
 	if *df.queue != "" && !jobs.ValidQueue(*df.queue) {
 		return nil, nil, fmt.Errorf("--queue %q: must be 1 to %d of A-Z, a-z, 0-9, '_' and '-'", *df.queue, jobs.MaxIDLen)
 	}
-	opts := []nats.Option{nats.Name("corral-dead"), nats.Timeout(5 * time.Second)}
-	if *df.creds != "" {
-		opts = append(opts, nats.UserCredentials(*df.creds))
-	}
-	nc, err := nats.Connect(*df.url, opts...)
+	nc, err := dialNATS("corral-dead", *df.url, *df.creds)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %v (pass --nats or set CORRAL_NATS)", *df.url, err)
+		return nil, nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

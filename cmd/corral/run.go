@@ -34,15 +34,37 @@ type natsFlags struct {
 }
 
 func addNATSFlags(fs *flag.FlagSet) *natsFlags {
+	url, creds := addConnFlags(fs)
+	return &natsFlags{
+		url:   url,
+		creds: creds,
+		queue: fs.String("queue", jobs.DefaultQueue, "queue to submit to"),
+	}
+}
+
+// addConnFlags adds --nats and --creds, the connection flags of every
+// command that talks to a deployment.
+func addConnFlags(fs *flag.FlagSet) (url, creds *string) {
 	def := os.Getenv("CORRAL_NATS")
 	if def == "" {
 		def = defaultNATSURL
 	}
-	return &natsFlags{
-		url:   fs.String("nats", def, "NATS server URL (default from $CORRAL_NATS)"),
-		creds: fs.String("creds", "", "NATS credentials file"),
-		queue: fs.String("queue", jobs.DefaultQueue, "queue to submit to"),
+	return fs.String("nats", def, "NATS server URL (default from $CORRAL_NATS)"),
+		fs.String("creds", "", "NATS credentials file")
+}
+
+// dialNATS connects as the client commands do, saying what to try when it
+// cannot.
+func dialNATS(name, url, creds string) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name(name), nats.Timeout(5 * time.Second), nats.MaxReconnects(-1)}
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
 	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %v (start a server and a worker with 'corral up', or pass --nats / set CORRAL_NATS)", url, err)
+	}
+	return nc, nil
 }
 
 // connect connects to NATS and returns a client for the queue.
@@ -50,13 +72,9 @@ func (nf *natsFlags) connect(name string) (*nats.Conn, *client.Client, error) {
 	if !jobs.ValidQueue(*nf.queue) {
 		return nil, nil, fmt.Errorf("--queue %q: must be 1 to %d of A-Z, a-z, 0-9, '_' and '-'", *nf.queue, jobs.MaxIDLen)
 	}
-	opts := []nats.Option{nats.Name(name), nats.Timeout(5 * time.Second), nats.MaxReconnects(-1)}
-	if *nf.creds != "" {
-		opts = append(opts, nats.UserCredentials(*nf.creds))
-	}
-	nc, err := nats.Connect(*nf.url, opts...)
+	nc, err := dialNATS(name, *nf.url, *nf.creds)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %v (start a server and a worker with 'corral up', or pass --nats / set CORRAL_NATS)", *nf.url, err)
+		return nil, nil, err
 	}
 	c, err := client.New(nc, client.WithQueue(*nf.queue))
 	if err != nil {
