@@ -86,30 +86,30 @@ func addDeadFlags(fs *flag.FlagSet) *deadFlags {
 	}
 }
 
-// open connects and returns CORRAL_DEAD.
-func (df *deadFlags) open(ctx context.Context) (*nats.Conn, jetstream.Stream, error) {
+// open connects and returns the connection, its JetStream and CORRAL_DEAD.
+func (df *deadFlags) open(ctx context.Context) (*nats.Conn, jetstream.JetStream, jetstream.Stream, error) {
 	if *df.queue != "" && !jobs.ValidQueue(*df.queue) {
-		return nil, nil, fmt.Errorf("--queue %q: must be 1 to %d of A-Z, a-z, 0-9, '_' and '-'", *df.queue, jobs.MaxIDLen)
+		return nil, nil, nil, fmt.Errorf("--queue %q: must be 1 to %d of A-Z, a-z, 0-9, '_' and '-'", *df.queue, jobs.MaxIDLen)
 	}
 	nc, err := dialNATS("corral-dead", *df.url, *df.creds)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s, err := js.Stream(ctx, jobs.StreamDead)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		nc.Close()
-		return nil, nil, fmt.Errorf("no stream %s at %s: no worker has started there yet", jobs.StreamDead, *df.url)
+		return nil, nil, nil, fmt.Errorf("no stream %s at %s: no worker has started there yet", jobs.StreamDead, *df.url)
 	}
 	if err != nil {
 		nc.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return nc, s, nil
+	return nc, js, s, nil
 }
 
 // readDead reads every dead job (of queue, when set) in sequence order, with an
@@ -171,7 +171,7 @@ func cmdDeadLs(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	nc, s, err := df.open(ctx)
+	nc, _, s, err := df.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -233,15 +233,11 @@ window, so a stored result of the replay would be dropped as a duplicate.`)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	nc, s, err := df.open(ctx)
+	nc, js, s, err := df.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	window := 2 * time.Minute
 	if rs, err := js.Stream(ctx, jobs.StreamResults); err == nil {
 		window = rs.CachedInfo().Config.Duplicates
