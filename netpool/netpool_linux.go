@@ -11,9 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +30,7 @@ type Pool struct {
 	op   sync.Mutex // serializes kernel changes (netlink handle, nftables batches)
 	ns   netns.NsHandle
 	nl   *netlink.Handle
+	rt   *nl.NetlinkSocket // for what p.nl does not parse (portState)
 	nft  *nftables.Conn
 	brIx int
 	owns bool // Start created the bridge: teardown may remove the worker's things
@@ -98,7 +101,13 @@ func (p *Pool) Start(ctx context.Context) (err error) {
 		p.ns.Close()
 		return fmt.Errorf("netpool: netlink: %w", err)
 	}
+	if p.rt, err = nl.GetNetlinkSocketAt(p.ns, netns.None(), unix.NETLINK_ROUTE); err != nil {
+		p.nl.Close()
+		p.ns.Close()
+		return fmt.Errorf("netpool: netlink: %w", err)
+	}
 	if p.nft, err = nftables.New(nftables.WithNetNSFd(int(p.ns))); err != nil {
+		p.rt.Close()
 		p.nl.Close()
 		p.ns.Close()
 		return fmt.Errorf("netpool: nftables: %w", err)
@@ -375,8 +384,43 @@ func (p *Pool) wire(ctx context.Context, l *Lease, path string, allow []Allow) e
 			return err
 		}
 	}
-	return nil
+	return p.waitForwarding(ctx, host)
 }
+
+// waitForwarding returns once the bridge forwards what comes in on host,
+// the bridge's end of a sandbox's veth. eth0 coming up gives host its
+// carrier, but the bridge turns host's port from disabled to forwarding
+// only when the kernel's link-watch work reports that change, a little
+// later. Until then it drops every frame the sandbox sends (perf:
+// skb:kfree_skb, reason BRIDGE_INGRESS_STP_STATE): a job that connected at
+// once lost its first ARP request and waited a second for the kernel to
+// send it again. The port is forwarding well within a millisecond.
+func (p *Pool) waitForwarding(ctx context.Context, host string) error {
+	link, err := p.nl.LinkByName(host)
+	if err != nil {
+		return fmt.Errorf("netpool: %s: %w", host, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, forwardingTimeout)
+	defer cancel()
+	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 10*time.Millisecond) {
+		st, err := portState(p.rt, link.Attrs().Index)
+		if err != nil {
+			return fmt.Errorf("netpool: bridge port %s: %w", host, err)
+		}
+		if st == brStateForwarding {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("netpool: bridge port %s not forwarding (state %d): %w", host, st, context.Cause(ctx))
+		case <-time.After(pause):
+		}
+	}
+}
+
+// forwardingTimeout bounds waitForwarding: the kernel's link-watch work
+// runs at once for a veth, but a busy machine's work queues can lag.
+const forwardingTimeout = 5 * time.Second
 
 // tbf is a token bucket of rate bits/s as the root qdisc of a link's
 // transmit side: a burst of 10 ms of traffic (at least 16 KiB, more than a
@@ -482,6 +526,9 @@ func (p *Pool) teardown() error {
 	}
 	if p.nl != nil {
 		p.nl.Close()
+	}
+	if p.rt != nil {
+		p.rt.Close()
 	}
 	if p.ns >= 0 {
 		p.ns.Close()

@@ -46,11 +46,8 @@ func serveBytes(t *testing.T, ns netns.NsHandle, addr string, n int) {
 func transfer(t *testing.T, ns netns.NsHandle, addr string, n int) (int, time.Duration) {
 	t.Helper()
 	var c net.Conn
-	// 5 s: a freshly attached sandbox's first SYN is sometimes lost (about
-	// 1 attach in 6 on the KVM machine, 2026-12-07, not understood yet);
-	// TCP sends it again after 1 s. This test is about rates.
 	must(t, inNS(ns, func() (err error) {
-		c, err = (&net.Dialer{Timeout: 5 * time.Second}).Dial("tcp4", addr)
+		c, err = (&net.Dialer{Timeout: time.Second}).Dial("tcp4", addr)
 		return err
 	}))
 	defer c.Close()
