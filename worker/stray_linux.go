@@ -1,6 +1,10 @@
 package worker
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -11,7 +15,7 @@ import (
 )
 
 // onStray rejects a job published to a subject that names no queue
-// (corral.jobs.judge.cpp): PROTOCOL.md promises every job that reaches
+// (corral.jobs.judge.cpp, corral.jobs.bad+q): PROTOCOL.md promises every job that reaches
 // CORRAL_JOBS a result. Its queue in the result is what the subject put
 // where a queue goes. A failed publish is tried again 5 s later.
 func (w *Worker) onStray(m jetstream.Msg) {
@@ -53,4 +57,71 @@ func (w *Worker) replyAllowedAnywhere(subject string) bool {
 		}
 	}
 	return false
+}
+
+// strayScanEvery is how often a worker looks for jobs published to a
+// single-token subject that is not a queue name (corral.jobs.bad+q).
+var strayScanEvery = 30 * time.Second
+
+// strayScanLoop runs scanStray at start and then every strayScanEvery
+// (give or take a tenth, so a fleet started together does not ask the
+// server at one instant) until Stop.
+func (w *Worker) strayScanLoop() {
+	defer w.loops.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-w.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		if err := w.scanStray(ctx); err != nil && ctx.Err() == nil {
+			w.log.Debug("stray jobs: scan", zap.Error(err))
+		}
+		jitter := time.Duration(rand.Int64N(int64(strayScanEvery)/5)) - strayScanEvery/10
+		select {
+		case <-w.stopping:
+			return
+		case <-time.After(strayScanEvery + jitter):
+		}
+	}
+}
+
+// scanStray rejects the jobs on the subjects StraySubjects finds, each
+// through its own consumer (EnsureStraySubjectConsumer).
+func (w *Worker) scanStray(ctx context.Context) error {
+	subjects, err := StraySubjects(ctx, w.js)
+	var errs []error
+	for _, subject := range subjects {
+		if err := w.drainStray(ctx, subject); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", subject, err))
+		}
+	}
+	return errors.Join(append(errs, err)...)
+}
+
+// drainStray rejects every job now on subject.
+func (w *Worker) drainStray(ctx context.Context, subject string) error {
+	c, err := EnsureStraySubjectConsumer(ctx, w.js, subject)
+	if err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		batch, err := c.FetchNoWait(16)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			w.onStray(m)
+		}
+		if n == 0 {
+			return batch.Error()
+		}
+	}
+	return ctx.Err()
 }

@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -388,5 +390,48 @@ func EnsureStrayConsumer(ctx context.Context, js jetstream.JetStream) (jetstream
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       jobs.DefaultAckWait,
 		MaxDeliver:    -1,
+	})
+}
+
+// StraySubjects lists the subjects corral.jobs.X holding jobs where X is
+// one token but not a queue name (corral.jobs.bad+q, or a name over 64
+// bytes). StrayConsumerName takes only subjects of two tokens or more: no
+// filter can take every invalid single token without overlapping the
+// queues' consumers, which a work-queue stream forbids. So workers ask the
+// stream, now and then, which single-token subjects hold jobs.
+func StraySubjects(ctx context.Context, js jetstream.JetStream) ([]string, error) {
+	s, err := js.Stream(ctx, jobs.StreamJobs)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(jobs.SubjectJobs+"*"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for subject := range info.State.Subjects {
+		if !jobs.ValidQueue(strings.TrimPrefix(subject, jobs.SubjectJobs)) {
+			out = append(out, subject) // a valid queue no worker serves yet waits for one
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// EnsureStraySubjectConsumer makes sure there is a consumer on CORRAL_JOBS
+// for one subject StraySubjects found, and returns it. It is durable, so
+// every worker that finds the subject shares it and each job is taken
+// once, and the server removes it after a minute unused.
+func EnsureStraySubjectConsumer(ctx context.Context, js jetstream.JetStream, subject string) (jetstream.Consumer, error) {
+	sum := sha256.Sum256([]byte(subject))
+	return js.CreateOrUpdateConsumer(ctx, jobs.StreamJobs, jetstream.ConsumerConfig{
+		Durable:           StrayConsumerName + "-" + hex.EncodeToString(sum[:8]),
+		Description:       "corral workers: jobs on " + subject + ", which names no queue, rejected",
+		FilterSubject:     subject,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           jobs.DefaultAckWait,
+		MaxDeliver:        -1,
+		InactiveThreshold: time.Minute,
 	})
 }

@@ -330,6 +330,8 @@ func (w *Worker) Start(ctx context.Context) error {
 		return fmt.Errorf("stray jobs: %w", err)
 	}
 	w.consumes = append(w.consumes, cc)
+	w.loops.Add(1)
+	go w.strayScanLoop()
 	if b, err := os.ReadFile("/proc/sys/fs/file-max"); err == nil {
 		fileMax, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 		for _, risk := range fileTableRisks(w.cfg.Queues, w.cfg.Slots, fileMax) {

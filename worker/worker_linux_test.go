@@ -805,9 +805,13 @@ func TestWorkerCancelOutsideStep(t *testing.T) {
 	}
 }
 
-// A job published under corral.jobs. with more than one token names no
-// queue: it gets a rejected result saying so, and leaves the stream.
+// A job published under corral.jobs. with more than one token, or with
+// one that is not a queue name, names no queue: it gets a rejected result
+// saying so, and leaves the stream.
 func TestWorkerStrayJob(t *testing.T) {
+	every := strayScanEvery
+	strayScanEvery = 200 * time.Millisecond
+	t.Cleanup(func() { strayScanEvery = every })
 	e := startE2E(t, nil)
 	all := e.results("corral.results.>")
 	custom := e.results("judge.out.>")
@@ -816,6 +820,9 @@ func TestWorkerStrayJob(t *testing.T) {
 		{"corral.jobs.judge.cpp", "", `{"id": "stray1", "cmd": ["true"], "labels": {"k": "v"}}`},
 		{"corral.jobs.a.b.c", "stray2", `not even JSON`},
 		{"corral.jobs.x.y", "", `{"id": "stray3", "cmd": ["true"], "reply_to": "judge.out.stray3"}`},
+		{"corral.jobs.bad+q", "", `{"id": "stray4", "cmd": ["true"]}`},
+		{"corral.jobs.bad+q", "", `{"id": "stray5", "cmd": ["true"]}`},
+		{"corral.jobs." + strings.Repeat("q", 65), "", `{"id": "stray6", "cmd": ["true"]}`},
 	} {
 		m := nats.NewMsg(tc.subject)
 		if tc.msgID != "" {
@@ -827,12 +834,13 @@ func TestWorkerStrayJob(t *testing.T) {
 		}
 	}
 	got := map[string]*jobs.Result{}
-	for range 2 {
+	for range 5 {
 		r := wait(t, all)
 		got[r.ID] = r
 	}
 	got["stray3"] = wait(t, custom) // judge's reply prefixes allow it
-	for id, queue := range map[string]string{"stray1": "judge.cpp", "stray2": "a.b.c", "stray3": "x.y"} {
+	for id, queue := range map[string]string{"stray1": "judge.cpp", "stray2": "a.b.c", "stray3": "x.y",
+		"stray4": "bad+q", "stray5": "bad+q", "stray6": strings.Repeat("q", 65)} {
 		r := got[id]
 		if r == nil || r.Status != jobs.StatusRejected || r.Queue != queue || !strings.Contains(r.Error, "names no queue") || r.Attempt != 1 {
 			t.Errorf("%s: %+v", id, r)

@@ -435,6 +435,30 @@ func exerciseNATS(t *testing.T, srv *server.Server) {
 		t.Errorf("submitter: stored result %+v, %v", got, err)
 	}
 
+	// A job on a single-token subject that is no queue name: the worker
+	// finds it in the stream's subjects and takes it through a consumer of
+	// that subject alone (it then rejects it, as above).
+	if _, err := s.js.Publish(opCtx(t), jobs.SubjectJobs+"bad+q", []byte(`{"cmd": ["true"]}`)); err != nil {
+		t.Fatalf("submitter: publish to corral.jobs.bad+q: %v", err)
+	}
+	stray, err := worker.StraySubjects(opCtx(t), w.js)
+	if err != nil || !slices.Equal(stray, []string{jobs.SubjectJobs + "bad+q"}) {
+		t.Fatalf("worker: stray subjects %q, %v", stray, err)
+	}
+	sc, err := worker.EnsureStraySubjectConsumer(opCtx(t), w.js, stray[0])
+	if err != nil {
+		t.Fatalf("worker: consumer of %s: %v", stray[0], err)
+	}
+	sb, err := sc.Fetch(1, jetstream.FetchMaxWait(opTimeout))
+	if err != nil {
+		t.Fatalf("worker: fetch from %s: %v", stray[0], err)
+	}
+	for m := range sb.Messages() {
+		if err := m.Term(); err != nil {
+			t.Errorf("worker: term the stray job: %v", err)
+		}
+	}
+
 	// A submitter's own consumer on CORRAL_RESULTS.
 	rc, err := s.js.CreateConsumer(opCtx(t), jobs.StreamResults, jetstream.ConsumerConfig{
 		FilterSubject: jobs.ResultSubject(id), AckPolicy: jetstream.AckExplicitPolicy,
