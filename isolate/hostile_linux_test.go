@@ -552,7 +552,8 @@ readlink /proc/1/exe /proc/1/root 2>/dev/null | sed 's|^|DATA readlink: |'
 for p in /etc/hostname /../../etc/hostname /proc/self/root/../../etc/hostname /proc/self/cwd/../../../etc/hostname; do
   echo "SEEN $p: $(cat $p 2>/dev/null)"
 done
-echo "cmdline of pid 1: $(tr '\0' ' ' </proc/1/cmdline)"
+[ -e /proc/1 ] && echo "SEEN pid 1"
+for c in /proc/[0-9]*/comm; do echo "COMM $(cat $c 2>/dev/null)"; done
 exit 0`)
 			},
 			check: func(t *testing.T, r *jobs.StepResult, _ time.Duration) {
@@ -568,8 +569,24 @@ exit 0`)
 				for _, p := range []string{"/etc/hostname", "/../../etc/hostname", "/proc/self/root/../../etc/hostname", "/proc/self/cwd/../../../etc/hostname"} {
 					wantLines(t, r, "SEEN "+p+": image")
 				}
-				// The job's pid 1 is the sandbox's init, not the host's.
-				wantLines(t, r, "cmdline of pid 1: corral-init ")
+				// Its /proc shows its own processes only (hidepid): not the
+				// host's, and not the sandbox's init and zygote, whose
+				// statistics grow over the sandbox's jobs.
+				comms := 0
+				for _, l := range strings.Split(r.Stdout, "\n") {
+					if l == "SEEN pid 1" {
+						t.Errorf("the sandbox's pid 1 is visible to the job")
+					}
+					if c, ok := strings.CutPrefix(l, "COMM "); ok {
+						comms++
+						if c != "sh" && c != "cat" {
+							t.Errorf("a process not the job's is visible: %q", l)
+						}
+					}
+				}
+				if comms == 0 {
+					t.Errorf("the job saw no process, not even itself:\n%s", r.Stdout)
+				}
 			},
 		},
 		{

@@ -546,7 +546,12 @@ var (
 // through which each reset puts the pid counter back (reset_linux.c).
 func mountProc(dst string) (int, string, error) {
 	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-	if err := unix.Mount("proc", dst, "proc", flags, ""); err != nil {
+	// hidepid=invisible: a job sees only the processes it could ptrace,
+	// its own. The init and the zygote (uid 0, not dumpable) are not in
+	// its /proc: their status and stat showed the init's memory high-water
+	// mark and CPU time, which grow over the sandbox's jobs and so told a
+	// job about the jobs before it.
+	if err := unix.Mount("proc", dst, "proc", flags, "hidepid=invisible"); err != nil {
 		return -1, "mount-proc", err
 	}
 	pidFd, err := unix.Open(filepath.Join(dst, "sys/kernel/ns_last_pid"), unix.O_RDWR|unix.O_CLOEXEC, 0)
@@ -590,7 +595,7 @@ func mountProc(dst string) (int, string, error) {
 		if err := unix.Mount(path, path, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			return fail("readonly-proc", fmt.Errorf("%s: %w", p, err))
 		}
-		if err := unix.Mount("", path, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|flags, ""); err != nil {
+		if err := unix.Mount("", path, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|flags, "hidepid=invisible"); err != nil {
 			return fail("readonly-proc", fmt.Errorf("%s: %w", p, err))
 		}
 	}
