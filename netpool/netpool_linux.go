@@ -454,13 +454,9 @@ func (p *Pool) unwire(l *Lease) error {
 			}
 		}
 	}
-	ip := net.IP(l.Addr.AsSlice())
-	p.nl.NeighDel(&netlink.Neigh{LinkIndex: p.brIx, IP: ip})
-	var src, dst netlink.ConntrackFilter
-	src.AddIP(netlink.ConntrackOrigSrcIP, ip)
-	dst.AddIP(netlink.ConntrackOrigDstIP, ip)
-	if _, err := p.nl.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, &src, &dst); err != nil {
-		errs = append(errs, fmt.Errorf("netpool: flush conntrack of %s: %w", l.Addr, err))
+	p.nl.NeighDel(&netlink.Neigh{LinkIndex: p.brIx, IP: net.IP(l.Addr.AsSlice())})
+	if err := flushConntrack(p.nl, ipnet(netip.PrefixFrom(l.Addr, 32))); err != nil {
+		errs = append(errs, err)
 	}
 	p.op.Unlock()
 	p.mu.Lock()
@@ -669,11 +665,40 @@ func removeWorker(h *netlink.Handle, c *nftables.Conn, id string) error {
 		}
 	}
 	if bridge != nil && bridge.Type() == "bridge" {
+		// The worker's block is the bridge's (gateway) address's /24: its
+		// sandboxes' connections go with it, so a later worker given the
+		// same block inherits no state.
+		addrs, err := h.AddrList(bridge, unix.AF_INET)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("netpool: addresses of %s: %w", bridge.Attrs().Name, err))
+		}
+		for _, a := range addrs {
+			if err := flushConntrack(h, a.IPNet); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if err := h.LinkDel(bridge); err != nil {
 			errs = append(errs, fmt.Errorf("netpool: delete %s: %w", bridge.Attrs().Name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// flushConntrack deletes the IPv4 conntrack entries whose original source
+// or destination lies in n.
+func flushConntrack(h *netlink.Handle, n *net.IPNet) error {
+	n = &net.IPNet{IP: n.IP.Mask(n.Mask), Mask: n.Mask}
+	var src, dst netlink.ConntrackFilter
+	if err := src.AddIPNet(netlink.ConntrackOrigSrcIP, n); err != nil {
+		return err
+	}
+	if err := dst.AddIPNet(netlink.ConntrackOrigDstIP, n); err != nil {
+		return err
+	}
+	if _, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, &src, &dst); err != nil {
+		return fmt.Errorf("netpool: flush conntrack of %s: %w", n, err)
+	}
+	return nil
 }
 
 // retryDump retries a netlink dump that another process's changes

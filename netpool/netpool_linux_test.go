@@ -472,12 +472,17 @@ func TestEgress(t *testing.T) {
 func TestCleanStale(t *testing.T) {
 	needRoot(t)
 	tp := newTopo(t)
-	newNS(t, "corral-t-sb1")
+	sb1 := newNS(t, "corral-t-sb1")
 	crashed, err := New(Config{WorkerID: "t9", NetNS: nsDir + "corral-t-host"})
 	must(t, err)
 	must(t, crashed.Start(context.Background()))
-	if _, err := crashed.Attach(context.Background(), nsDir+"corral-t-sb1", nil); err != nil {
+	l, err := crashed.Attach(context.Background(), nsDir+"corral-t-sb1", nil)
+	if err != nil {
 		t.Fatal(err)
+	}
+	reach(t, sb1, "sb1", "203.0.113.10:8080")
+	if tracked(t, tp.hostH, l.Addr) == 0 {
+		t.Fatalf("the crashed pool's sandbox left no conntrack entry to test with")
 	}
 	// "Crash": the owner recorded on the bridge becomes a dead process.
 	cmd := exec.Command("true")
@@ -499,6 +504,9 @@ func TestCleanStale(t *testing.T) {
 	startPool(t, Config{WorkerID: "t1"}) // Start itself sweeps t9
 	if left := corralState(t, tp.host, "corral-t9"); len(left) > 0 {
 		t.Errorf("after Start of another worker: %v", left)
+	}
+	if n := tracked(t, tp.hostH, l.Addr); n > 0 {
+		t.Errorf("the sweep left %d conntrack entries of the crashed pool's %s", n, l.Addr)
 	}
 	must(t, cleanStaleIn(tp.host))
 	if left := corralState(t, tp.host, "corral-t1"); len(left) < 3 {
