@@ -15,6 +15,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -127,7 +128,7 @@ func (in *initProc) collect(req *collectReq, fds []int) error {
 	if err != nil {
 		return in.fail("collect", err)
 	}
-	entries, files, err := collectFiles(work, req.Patterns, min(req.MaxFiles, maxCollectFds))
+	entries, files, err := collectFiles(work, req.Patterns, min(req.MaxFiles, maxCollectFds), nil)
 	unix.Close(work)
 	defer closeAll(files)
 	if err != nil {
@@ -136,22 +137,44 @@ func (in *initProc) collect(req *collectReq, fds []int) error {
 	return in.sendFds(&message{Kind: msgFiles, Files: entries}, files)
 }
 
-// matches reports whether rel, or a directory it is in, matches a pattern.
-func matches(patterns []string, rel string) bool {
+// matchAny reports whether rel itself matches a pattern.
+func matchAny(patterns []string, rel string) bool {
 	for _, p := range patterns {
-		for r := rel; r != "."; r = path.Dir(r) {
-			if ok, _ := path.Match(p, r); ok {
-				return true
-			}
+		if ok, _ := path.Match(p, rel); ok {
+			return true
 		}
 	}
 	return false
 }
 
+// maxMatchDepth is the most path elements a path matching one of patterns
+// can have: "*" and "?" never match a "/", so only a "/" of the pattern,
+// or a character class (which may), adds one.
+func maxMatchDepth(patterns []string) int {
+	d := 0
+	for _, p := range patterns {
+		d = max(d, 1+strings.Count(p, "/")+strings.Count(p, "["))
+	}
+	return d
+}
+
+// collectBudget bounds the time one collect may take walking /work; what
+// it has not reached by then is reported skipped. Walking is linear in the
+// entries of /work, and directories no pattern can reach are not entered:
+// this is a last bound for a job that fills its layer with small files.
+var collectBudget = 10 * time.Second
+
+// collectStats counts what a collect walked (for tests).
+type collectStats struct{ visited int }
+
 // collectFiles collects the files below the directory work (an O_PATH fd)
-// that match patterns. It walks the directory through the fd's
-// /proc/self/fd link, and opens each file relative to work, confined.
-func collectFiles(work int, patterns []string, maxFiles int) ([]fileEntry, []int, error) {
+// whose path, or a directory they are in, matches one of patterns. It
+// walks the directory through the fd's /proc/self/fd link, and opens each
+// file relative to work, confined. Each entry is matched once: below a
+// matching directory everything matches, and a directory deeper than any
+// pattern reaches (maxMatchDepth) that does not match is skipped whole, so
+// a job's deep chain of directories cannot make the walk quadratic.
+func collectFiles(work int, patterns []string, maxFiles int, stats *collectStats) ([]fileEntry, []int, error) {
 	for _, p := range patterns {
 		if err := cleanRel(p); err != nil {
 			return nil, nil, err
@@ -170,16 +193,32 @@ func collectFiles(work int, patterns []string, maxFiles int) ([]fileEntry, []int
 		}
 		entries = append(entries, fileEntry{Path: rel, Skipped: why})
 	}
+	depth := maxMatchDepth(patterns)
+	matchedDirs := map[string]bool{} // directories matched, or below one that was
+	deadline := time.Now().Add(collectBudget)
+	visited := 0
 	err := fs.WalkDir(os.DirFS("/proc/self/fd/"+strconv.Itoa(work)), ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil || rel == "." {
 			return nil // unreadable parts are simply not collected
 		}
-		if !matches(patterns, rel) {
+		if visited++; visited%256 == 0 && time.Now().After(deadline) {
+			entries = append(entries, fileEntry{Path: "(the rest of /work)",
+				Skipped: fmt.Sprintf("collecting stopped after %v, at %s", collectBudget, rel)})
+			return fs.SkipAll
+		}
+		in := matchedDirs[path.Dir(rel)] || matchAny(patterns, rel)
+		if d.IsDir() {
+			if in {
+				matchedDirs[rel] = true
+			} else if strings.Count(rel, "/")+1 >= depth {
+				return fs.SkipDir // nothing below can match
+			}
+			return nil
+		}
+		if !in {
 			return nil
 		}
 		switch {
-		case d.IsDir():
-			return nil
 		case d.Type()&fs.ModeSymlink != 0:
 			skip(rel, "symlink: not followed")
 			return nil
@@ -208,6 +247,9 @@ func collectFiles(work int, patterns []string, maxFiles int) ([]fileEntry, []int
 		fds = append(fds, fd)
 		return nil
 	})
+	if stats != nil {
+		stats.visited = visited
+	}
 	if err != nil {
 		closeAll(fds)
 		return nil, nil, err
