@@ -24,7 +24,9 @@ const readyTimeout = 10 * time.Second
 // 127.0.0.1 on a random port and storing streams under t.TempDir(). It
 // returns the client URL and the server. The server is shut down, and waited
 // for, when the test ends. Server fails the test if the server cannot start.
-func Server(t testing.TB) (url string, srv *server.Server) {
+// Each mod changes the server's options before it starts (users and their
+// permissions, say).
+func Server(t testing.TB, mod ...func(*server.Options)) (url string, srv *server.Server) {
 	t.Helper()
 	opts := &server.Options{
 		ServerName: "natstest",
@@ -34,6 +36,9 @@ func Server(t testing.TB) (url string, srv *server.Server) {
 		StoreDir:   t.TempDir(), // registered first, so removed after shutdown
 		NoLog:      true,
 		NoSigs:     true,
+	}
+	for _, m := range mod {
+		m(opts)
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -57,9 +62,9 @@ func Server(t testing.TB) (url string, srv *server.Server) {
 // JetStream context on it. The connection is closed when the test ends
 // (before a server started earlier by Server is shut down). Connect fails the
 // test if it cannot connect.
-func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Name(t.Name()))
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Name(t.Name())}, opts...)...)
 	if err != nil {
 		t.Fatalf("natstest: connect to %s: %v", url, err)
 	}

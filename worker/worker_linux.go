@@ -926,8 +926,26 @@ func (w *Worker) finish(log *zap.Logger, msg jetstream.Msg, res *jobs.Result, re
 
 // publish sends a result to its subject: through JetStream when a stream
 // captures it (waiting for the PubAck), through core NATS otherwise
-// (flushed). Both carry Nats-Msg-Id result-ID.
+// (flushed). Both carry Nats-Msg-Id result-ID. A reply_to the server does
+// not let this worker publish to (its NATS user's permissions) would lose
+// the result, the refusal being only an asynchronous -ERR: the result goes
+// to the job's default subject instead, saying so in error.
 func (w *Worker) publish(res *jobs.Result, subject string) error {
+	err := w.publishTo(res, subject)
+	if !errors.Is(err, errReplyForbidden) || strings.HasPrefix(subject, jobs.SubjectResults) {
+		return err
+	}
+	w.log.Warn("this worker may not publish to the job's reply_to; its result goes to the default subject",
+		zap.String("job", res.ID), zap.String("reply_to", subject))
+	res.Error = appendNote(res.Error, "reply_to "+subject+": this worker's NATS user may not publish there; result sent to "+jobs.ResultSubject(res.ID))
+	return w.publishTo(res, jobs.ResultSubject(res.ID))
+}
+
+// errReplyForbidden is the server's permissions violation for a result's
+// subject.
+var errReplyForbidden = errors.New("permissions violation")
+
+func (w *Worker) publishTo(res *jobs.Result, subject string) error {
 	data, err := fitResult(res, int(w.nc.MaxPayload())-1024)
 	if err != nil {
 		return err
@@ -941,9 +959,9 @@ func (w *Worker) publish(res *jobs.Result, subject string) error {
 	if err != nil {
 		return err
 	}
-	if stored {
+	if strings.HasPrefix(subject, jobs.SubjectResults) {
 		_, err = w.js.PublishMsg(ctx, m)
-		if err != nil && strings.HasPrefix(subject, jobs.SubjectResults) && w.resultsStreamGone(ctx) {
+		if err != nil && w.resultsStreamGone(ctx) {
 			// Someone deleted CORRAL_RESULTS: make it again and send
 			// the result once more, rather than run the job again.
 			if _, eerr := EnsureStreams(ctx, w.js, w.cfg.Streams); eerr != nil {
@@ -954,10 +972,37 @@ func (w *Worker) publish(res *jobs.Result, subject string) error {
 		}
 		return err
 	}
-	if err := w.nc.PublishMsg(m); err != nil {
+	// A job's own subject: the server answers a forbidden publish with an
+	// -ERR before the PONG of the flush that follows it, and the
+	// connection keeps that error as its last.
+	before := w.nc.LastError()
+	var ack jetstream.PubAckFuture
+	if stored {
+		ack, err = w.js.PublishMsgAsync(m)
+	} else {
+		err = w.nc.PublishMsg(m)
+	}
+	if err != nil {
 		return err
 	}
-	return w.nc.FlushTimeout(10 * time.Second)
+	if err := w.nc.FlushWithContext(ctx); err != nil {
+		return err
+	}
+	if last := w.nc.LastError(); last != nil && last != before && errors.Is(last, nats.ErrPermissionViolation) &&
+		strings.Contains(strings.ToLower(last.Error()), `publish to "`+strings.ToLower(subject)+`"`) {
+		return fmt.Errorf("%w: %v", errReplyForbidden, last)
+	}
+	if ack == nil {
+		return nil
+	}
+	select {
+	case <-ack.Ok():
+		return nil
+	case err := <-ack.Err():
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the PubAck of %s: %w", subject, ctx.Err())
+	}
 }
 
 // resultsStreamGone reports whether CORRAL_RESULTS does not exist.

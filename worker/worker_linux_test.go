@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -36,10 +37,17 @@ func startE2E(t *testing.T, mod func(*Config)) *e2e {
 // worker starts.
 func startE2EAfter(t *testing.T, mod func(*Config), prepare func(jetstream.JetStream)) *e2e {
 	t.Helper()
-	store, _ := rootfstest.BusyboxImage(t)
-	m := rootfstest.Mounter(t)
 	url, _ := natstest.Server(t)
 	nc, js := natstest.Connect(t, url)
+	return startE2EOn(t, nc, js, nc, mod, prepare)
+}
+
+// startE2EOn is startE2EAfter on connections already made: the test's
+// (nc, js) and the worker's (wnc).
+func startE2EOn(t *testing.T, nc *nats.Conn, js jetstream.JetStream, wnc *nats.Conn, mod func(*Config), prepare func(jetstream.JetStream)) *e2e {
+	t.Helper()
+	store, _ := rootfstest.BusyboxImage(t)
+	m := rootfstest.Mounter(t)
 	cfg := Config{
 		Slots:  2,
 		Queues: []QueueConfig{{Name: "default", Image: "busybox"}, {Name: "judge", Image: "busybox", Seccomp: jobs.SeccompStrict, ReplyPrefixes: []string{"corral.results", "judge.out"}}},
@@ -52,7 +60,7 @@ func startE2EAfter(t *testing.T, mod func(*Config), prepare func(jetstream.JetSt
 	if prepare != nil {
 		prepare(js)
 	}
-	w, err := New(nc, cfg)
+	w, err := New(wnc, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -765,6 +773,43 @@ func TestWorkerCustomReplySubjects(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("result not stored in APP: %v", err)
 		}
+	}
+}
+
+// A reply_to the worker's NATS user may not publish to: the server's
+// refusal is an asynchronous -ERR, and the result was lost (the job acked).
+// The result now goes to the job's default subject, with a note, whether
+// the forbidden subject is stored by a stream or not.
+func TestWorkerReplyForbidden(t *testing.T) {
+	url, _ := natstest.Server(t, func(o *server.Options) {
+		o.Users = []*server.User{
+			{Username: "worker", Password: "w", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"judge.out.no.>"}}}},
+			{Username: "test", Password: "t"},
+		}
+	})
+	nc, js := natstest.Connect(t, url, nats.UserInfo("test", "t"))
+	wnc, _ := natstest.Connect(t, url, nats.UserInfo("worker", "w"))
+	e := startE2EOn(t, nc, js, wnc, nil, nil)
+	ctx := context.Background()
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: "JUDGE", Subjects: []string{"judge.out.no.stored.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	all := e.results("corral.results.>")
+	allowed := e.results("judge.out.yes.>")
+	for _, id := range []string{"core", "stored"} {
+		e.submit("judge", "", `{"id": "`+id+`", "cmd": ["true"], "reply_to": "judge.out.no.`+id+`.r"}`)
+		r := wait(t, all)
+		if r.ID != id || r.Status != jobs.StatusOK || r.Attempt != 1 ||
+			!strings.Contains(r.Error, "reply_to judge.out.no."+id+".r: this worker's NATS user may not publish there") {
+			t.Errorf("%s: %+v", id, r)
+		}
+	}
+	// An allowed reply_to still gets its result there, after the
+	// forbidden ones.
+	e.submit("judge", "", `{"id": "yes", "cmd": ["true"], "reply_to": "judge.out.yes.r"}`)
+	if r := wait(t, allowed); r.ID != "yes" || r.Error != "" {
+		t.Errorf("%+v", r)
 	}
 }
 
