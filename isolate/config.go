@@ -51,6 +51,13 @@ type Config struct {
 	// leaves the overlay's xino off, which such layers need and which
 	// gives image files inode numbers above 2^32.
 	FreshLayers bool
+	// KeepNetwork keeps every job in the init's network namespace, the
+	// one NetNSPath names, where the parent wires a network (netpool's
+	// egress). By default a job that made an AF_INET or AF_INET6 socket
+	// leaves its network namespace behind: the next job gets a new one,
+	// with only its loopback, so no counter, socket or port of the last
+	// job's traffic is there (docs/sandbox.md).
+	KeepNetwork bool
 	// Log receives the init's diagnostics. Default: discarded.
 	Log io.Writer
 }

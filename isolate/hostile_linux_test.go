@@ -136,14 +136,15 @@ int main(int argc, char **argv) {
 		if (pid == 0) syscall(SYS_exit_group, 0);
 		if (pid > 0) waitpid(pid, NULL, 0);
 		report("clone-newuser", pid);
-		/* setns gets past the default profile for these three types
+		/* setns gets past the default profile for these four types
 		   (the zygote's children use it) and fails on capabilities. */
 		static const struct { const char *name, *path; int type; } ns[] = {
 			{"setns-mnt", "/proc/self/ns/mnt", CLONE_NEWNS},
 			{"setns-ipc", "/proc/self/ns/ipc", CLONE_NEWIPC},
 			{"setns-cgroup", "/proc/self/ns/cgroup", CLONE_NEWCGROUP},
+			{"setns-net", "/proc/self/ns/net", CLONE_NEWNET},
 		};
-		for (int i = 0; i < 3; i++) {
+		for (int i = 0; i < 4; i++) {
 			int fd = open(ns[i].path, O_RDONLY);
 			if (fd < 0) { report(ns[i].name, -1); continue; }
 			report(ns[i].name, syscall(SYS_setns, fd, ns[i].type));
@@ -339,7 +340,7 @@ var hostileBinary []byte
 // hostileSandbox is a sandbox whose image also holds the helper
 // (/bin/hostile) and two setuid-root programs (/bin/suid-hostile, a copy of
 // the helper, and /bin/busybox-suid).
-func hostileSandbox(t *testing.T) *Sandbox {
+func hostileSandbox(t *testing.T, mod ...func(*Config)) *Sandbox {
 	t.Helper()
 	needRoot(t)
 	lower, runDir := testLower(t)
@@ -368,7 +369,11 @@ func hostileSandbox(t *testing.T) *Sandbox {
 		t.Fatal(err)
 	}
 	suid("busybox-suid", bb)
-	return newSandboxOn(t, lower, runDir)
+	cfg := Config{Lower: []string{lower}, RunDir: runDir}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	return newSandboxWith(t, cfg)
 }
 
 func randHex(t *testing.T) string {
@@ -851,7 +856,7 @@ exit 0`)
 			check: func(t *testing.T, r *jobs.StepResult, _ time.Duration) {
 				wantStatus(t, r, jobs.StatusOK)
 				wantLines(t, r, "unshare EPERM", "mount EPERM", "ptrace EPERM", "clone-newuser EPERM",
-					"setns-mnt EPERM", "setns-ipc EPERM", "setns-cgroup EPERM")
+					"setns-mnt EPERM", "setns-ipc EPERM", "setns-cgroup EPERM", "setns-net EPERM")
 			},
 		},
 	}

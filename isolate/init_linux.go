@@ -78,6 +78,7 @@ func RunInit() {
 	loop.tmpl.landlock_fd = -1
 	loop.tmpl.mnt_fd = -1
 	loop.tmpl.ipc_fd = -1
+	loop.tmpl.net_fd = -1
 	loop.tmpl.cgroup_fd = -1
 	loop.tmpl.cgns_fd = -1
 	loop.zy_profile = -1
@@ -235,6 +236,9 @@ func (in *initProc) serve() error {
 		if slices.Contains(in.cfg.SysV, name) {
 			lp.sysv[lp.nprofiles] = 1
 		}
+		if slices.Contains(in.cfg.Inet, name) {
+			lp.inet[lp.nprofiles] = 1
+		}
 		// Only default allows what a parked child does once its filter
 		// is on (strict has no chdir, dup3 or close_range): the others
 		// load it after the request's part.
@@ -244,6 +248,9 @@ func (in *initProc) serve() error {
 		lp.nprofiles++
 	}
 	in.cfg.Seccomp = nil
+	if in.cfg.OwnNetwork {
+		lp.own_net = 1
+	}
 	if len(in.cfg.SeccompZygote) > 0 {
 		in.zygoteFilter = cProgram(in.cfg.SeccompZygote)
 		in.cfg.SeccompZygote = nil

@@ -193,3 +193,83 @@ func TestTmpfileCounterNotKept(t *testing.T) {
 		}
 	}
 }
+
+// netProbe runs a job that reads its network namespace's identity, its
+// loopback's counters and the TCP connections opened in it, then resets.
+// The job makes no socket itself.
+func netProbe(t *testing.T, sb *Sandbox) (ns, rest string) {
+	t.Helper()
+	r := run(t, sb, jobs.Limits{}, "sh", "-c", `readlink /proc/self/ns/net
+grep 'lo:' /proc/net/dev
+awk '/^Tcp:/ {n++} n == 2 {print "tcp opens", $6, $7; exit}' /proc/net/snmp
+wc -l < /proc/net/tcp`)
+	if err := sb.Reset(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	ns, rest, _ = strings.Cut(r.Stdout, "\n")
+	return ns, rest
+}
+
+// A job that made an AF_INET socket leaves its network namespace behind:
+// the next job gets a new one with only its loopback, so /proc/net's
+// counters and sockets show nothing of the last job's traffic. A job that
+// made none keeps the namespace, as the IPC namespace is kept. Before,
+// every job of a sandbox shared the init's namespace: the next job read
+// the last one's loopback traffic in /proc/net/dev and /proc/net/snmp.
+func TestNetworkNamespaceAfterTraffic(t *testing.T) {
+	sb := hostileSandbox(t)
+	if _, why := hostileTool(t); hostileBinary == nil {
+		t.Skipf("needs the static C helper: %s", why)
+	}
+	ns0, before := netProbe(t, sb)
+	if ns, _ := netProbe(t, sb); ns != ns0 {
+		t.Errorf("a job without sockets changed the network namespace: %s, then %s", ns0, ns)
+	}
+	wantLines(t, helperRun(t, sb, "", jobs.Limits{}, "twmake", "8080"), "tw made")
+	if err := sb.Reset(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	ns1, after := netProbe(t, sb)
+	if ns1 == ns0 {
+		t.Errorf("the job after one with loopback traffic runs in the same network namespace %s", ns0)
+	}
+	if after != before {
+		t.Errorf("the next job sees the last one's traffic:\n%s\nwhere the first job saw:\n%s", after, before)
+	}
+	if ns, _ := netProbe(t, sb); ns != ns1 {
+		t.Errorf("a job without sockets changed the new network namespace: %s, then %s", ns1, ns)
+	}
+
+	// Sockets that outlive their job are still found in a layer's own
+	// namespace (TestLeftoverSocketsCollected, in the init's).
+	lim := jobs.Limits{MemoryBytes: 96 << 20, FileSizeBytes: 128 << 20}
+	wantLines(t, helperRun(t, sb, "", lim, "gcycle", "48"), "sendmsg ok")
+	if err := sb.Reset(context.Background(), 0); err != nil {
+		if !strings.Contains(err.Error(), "leftover-sockets") {
+			t.Fatalf("Reset: %v", err)
+		}
+		t.Logf("reset refused the sandbox: %v", err)
+		return
+	}
+	r := run(t, sb, jobs.Limits{}, "cat", "/proc/net/unix")
+	if lines := strings.Split(strings.TrimSpace(r.Stdout), "\n"); len(lines) != 1 {
+		t.Errorf("the next job sees the last one's sockets:\n%s", r.Stdout)
+	}
+}
+
+// A sandbox whose network the parent wires (KeepNetwork, for egress) keeps
+// its jobs in the init's namespace, where the wiring is.
+func TestKeepNetwork(t *testing.T) {
+	sb := hostileSandbox(t, func(c *Config) { c.KeepNetwork = true })
+	if _, why := hostileTool(t); hostileBinary == nil {
+		t.Skipf("needs the static C helper: %s", why)
+	}
+	ns0, _ := netProbe(t, sb)
+	wantLines(t, helperRun(t, sb, "", jobs.Limits{}, "twmake", "8080"), "tw made")
+	if err := sb.Reset(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if ns, _ := netProbe(t, sb); ns != ns0 {
+		t.Errorf("KeepNetwork: the network namespace changed, %s then %s", ns0, ns)
+	}
+}

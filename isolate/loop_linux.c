@@ -291,10 +291,12 @@ static int spawn(struct corral_loop *L, char *pkt, size_t len, int *fds, int nfd
 		local = L->tmpl;
 		local.seccomp_filter = L->profiles[prof];
 	}
-	// A process under the zygote's filter reports its System V calls
-	// (serve_notification); any other process of a profile that allows
-	// them may make an object unheard.
-	if (L->sysv[prof] && !(parked && P->inherited && L->zy.listener >= 0)) L->ipc_touched = 1;
+	// A process under the zygote's filter reports its System V calls and
+	// its AF_INET and AF_INET6 sockets (serve_notification); any other
+	// process of a profile that allows them may make one unheard.
+	int heard = parked && P->inherited && L->zy.listener >= 0;
+	if (L->sysv[prof] && !heard) L->ipc_touched = 1;
+	if (L->inet[prof] && !heard) L->net_touched = 1;
 	s->path = argv[0];
 	s->argv = argv;
 	s->envp = envp;
@@ -429,16 +431,17 @@ void corral_quiet_sigchld(void) {
 
 // serve_notification answers a user notification of the zygote's filter:
 // a job process called one of the System V calls that make or find an
-// object (seccompZygoteProgram). The call goes ahead as if the filter had
-// allowed it; the init only notes that the IPC namespace was touched, so
-// that the reset replaces it. The job's process waits for this answer, so
-// no such call takes effect unnoted. A listener that fails is given up:
-// every later reset then replaces the IPC namespace.
+// object, or made an AF_INET or AF_INET6 socket (seccompZygoteProgram).
+// The call goes ahead as if the filter had allowed it; the init only notes
+// that the IPC or network namespace was touched, so that the reset
+// replaces it. The job's process waits for this answer, so no such call
+// takes effect unnoted. A listener that fails is given up: every later
+// reset then replaces both namespaces.
 static void serve_notification(struct corral_loop *L, short revents) {
 	if (revents & (POLLHUP | POLLERR | POLLNVAL)) {
 		close(L->zy.listener);
 		L->zy.listener = -1;
-		L->ipc_touched = 1;
+		L->ipc_touched = L->net_touched = 1;
 		return;
 	}
 	struct seccomp_notif req;
@@ -449,11 +452,12 @@ static void serve_notification(struct corral_loop *L, short revents) {
 		if (errno != ENOENT && errno != EINTR) {
 			close(L->zy.listener);
 			L->zy.listener = -1;
-			L->ipc_touched = 1;
+			L->ipc_touched = L->net_touched = 1;
 		}
 		return;
 	}
-	L->ipc_touched = 1;
+	if (req.data.nr == SYS_socket) L->net_touched = 1;
+	else L->ipc_touched = 1;
 	struct seccomp_notif_resp resp;
 	memset(&resp, 0, sizeof(resp));
 	resp.id = req.id;

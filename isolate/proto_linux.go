@@ -61,6 +61,12 @@ type initConfig struct {
 	// names the profiles that allow those calls at all.
 	SeccompZygote []unix.SockFilter `json:"seccomp_zygote,omitempty"`
 	SysV          []SeccompProfile  `json:"sysv,omitempty"`
+	// Inet names the profiles that allow AF_INET or AF_INET6 sockets;
+	// OwnNetwork lets the layers have network namespaces of their own
+	// (not Config.KeepNetwork), and the zygote's listener then hears of
+	// those sockets too.
+	Inet       []SeccompProfile `json:"inet,omitempty"`
+	OwnNetwork bool             `json:"own_network,omitempty"`
 	// Seccomp holds each profile's BPF program, compiled once by the
 	// parent: the init never links libseccomp's work into a job's path.
 	Seccomp map[SeccompProfile][]unix.SockFilter `json:"seccomp"`

@@ -20,6 +20,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/msg.h>
@@ -62,10 +64,12 @@ struct layer_args {
 	int old_ipc_fd; // the last layer's IPC namespace (-1: none)
 	int keep;       // the layer stays
 	int new_ipc;    // make a new IPC namespace
+	int new_net;    // make a new network namespace
 	int probe;      // find out whether the kernel lets corral_reset keep layers
 	int stamp;      // the new layer is to be stamped
 	// Out.
 	int mnt_fd, ipc_fd, root_fd, landlock_fd;
+	int net_fd, unix_fd; // the new network namespace, its /proc/net/unix
 	int upper_fd, work_fd, shm_fd;
 	int old_ipc_empty; // old_ipc_fd's namespace holds no System V object
 	int fine_ctime, xino; // the probe's findings
@@ -296,6 +300,32 @@ static int layer_child(void *arg) {
 		a->ipc_fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
 		if (a->ipc_fd < 0) return layer_fail(a, "layer-namespaces");
 	}
+	// A network namespace of the layer's own, with its loopback up: the
+	// job processes join it (corral_spawn), the init stays in its own.
+	if (a->new_net) {
+		if (syscall(SYS_unshare, CLONE_NEWNET) < 0) return layer_fail(a, "layer-network");
+		a->net_fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+		if (a->net_fd < 0) return layer_fail(a, "layer-network");
+		// Opened from inside, the file lists the new namespace's
+		// sockets for as long as it is open (unix_sockets).
+		if (join(path, sizeof(path), Y->proc, "/self/net/unix") < 0) return layer_fail(a, "layer-network");
+		a->unix_fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+		if (a->unix_fd < 0) return layer_fail(a, "layer-network");
+		int sk = (int)syscall(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		if (sk < 0) return layer_fail(a, "layer-network");
+		struct ifreq ifr;
+		memset(&ifr, 0, sizeof(ifr));
+		strcpy(ifr.ifr_name, "lo");
+		int rc = (int)syscall(SYS_ioctl, sk, SIOCGIFFLAGS, &ifr);
+		if (rc == 0) {
+			ifr.ifr_flags |= IFF_UP;
+			rc = (int)syscall(SYS_ioctl, sk, SIOCSIFFLAGS, &ifr);
+		}
+		int err = errno;
+		syscall(SYS_close, sk);
+		errno = err;
+		if (rc < 0) return layer_fail(a, "layer-network");
+	}
 	if (a->keep) {
 		syscall(SYS_exit, 0);
 		return 0;
@@ -500,9 +530,15 @@ static int layer_unchanged(const struct corral_loop *L, int64_t disk, uint64_t p
 // filter reach the init as user notifications (serve_notification in
 // loop_linux.c); a process of the default profile made outside the
 // zygote counts as touching it.
-// unix_sockets counts the AF_UNIX sockets of the init's network namespace,
-// the sandbox's: the lines of /proc/self/net/unix after its header, read
-// from the start of an fd kept open. -1 on an error.
+//
+// The network namespace is the init's until a job makes an AF_INET or
+// AF_INET6 socket (heard the same way, L->net_touched); after such a job
+// the next gets one of the layer's own, with only its loopback, unless
+// the parent wired the init's (L->own_net 0, for egress).
+// unix_sockets counts the AF_UNIX sockets of the network namespace the
+// jobs run in (the init's, or the layer's own): the lines of its
+// /proc/net/unix after the header, read from the start of an fd kept open
+// (opened from inside the namespace, see layer_child). -1 on an error.
 static int unix_sockets(struct corral_loop *L) {
 	if (L->unix_fd < 0) {
 		char path[4096];
@@ -591,7 +627,10 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 	// The IPC namespace stays when no job process touched it since it
 	// was made (ipc_touched), unless layers are never kept.
 	int new_ipc = t->ipc_fd < 0 || L->ipc_touched || !L->layer.keep;
-	if (keep && !new_ipc) return 1;
+	// The network namespace likewise: the init's until a job touches it,
+	// then one of the layer's own after every job that touched it.
+	int new_net = L->own_net && L->net_touched;
+	if (keep && !new_ipc && !new_net) return 1;
 	if (!keep) {
 		// The old layer: its namespace, and every mount in it, goes with
 		// the last of these (every job process is dead by now).
@@ -627,6 +666,9 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 		.old_ipc_fd = old_ipc,
 		.keep = keep,
 		.new_ipc = new_ipc,
+		.new_net = new_net,
+		.net_fd = -1,
+		.unix_fd = -1,
 		.probe = !keep && K->ok < 0 && L->layer.keep,
 		.stamp = !keep && K->ok == 1,
 		.mnt_fd = -1,
@@ -660,12 +702,24 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 		close_fd(&a.upper_fd);
 		close_fd(&a.work_fd);
 		close_fd(&a.shm_fd);
+		close_fd(&a.net_fd);
+		close_fd(&a.unix_fd);
 		*step = a.step;
 		return -a.err;
 	}
 	if (new_ipc) {
 		t->ipc_fd = a.ipc_fd;
 		L->ipc_touched = 0;
+	}
+	if (new_net) {
+		// The last of the old namespace's references: the kernel tears
+		// it down, sockets, counters and all, in the background.
+		close_fd(&t->net_fd);
+		close_fd(&L->unix_fd);
+		t->net_fd = a.net_fd;
+		L->unix_fd = a.unix_fd;
+		L->unix_base = 0; // the init's sockets are in its own
+		L->net_touched = 0;
 	}
 	if (keep) return 1;
 	t->mnt_fd = a.mnt_fd;

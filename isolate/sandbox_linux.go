@@ -169,7 +169,7 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		close(s.done)
 	}()
 	progs := make(map[SeccompProfile][]unix.SockFilter)
-	var sysv []SeccompProfile
+	var sysv, inet []SeccompProfile
 	for _, p := range []SeccompProfile{SeccompDefault, SeccompStrict} {
 		if progs[p], err = seccompProgram(p); err != nil {
 			return nil, err
@@ -181,12 +181,17 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		if allows {
 			sysv = append(sysv, p)
 		}
+		if allows, err = seccompAllowsInet(p); err != nil {
+			return nil, err
+		} else if allows {
+			inet = append(inet, p)
+		}
 	}
 	// The zygote's listener answers with SECCOMP_USER_NOTIF_FLAG_CONTINUE
 	// (Linux 5.5).
 	var zygoteProg []unix.SockFilter
 	if !cfg.FreshLayers && kernelAtLeast(5, 5) {
-		if zygoteProg, err = seccompZygoteProgram(); err != nil {
+		if zygoteProg, err = seccompZygoteProgram(!cfg.KeepNetwork); err != nil {
 			return nil, err
 		}
 	}
@@ -207,6 +212,8 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		FreshLayers:   cfg.FreshLayers,
 		SeccompZygote: zygoteProg,
 		SysV:          sysv,
+		Inet:          inet,
+		OwnNetwork:    !cfg.KeepNetwork,
 	}}, nil)
 	if err != nil {
 		return nil, err

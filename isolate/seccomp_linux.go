@@ -23,10 +23,10 @@ import (
 // result (or the error: a build failure does not go away on retry).
 var seccompPrograms = map[SeccompProfile]func() ([]unix.SockFilter, error){
 	SeccompDefault: sync.OnceValues(func() ([]unix.SockFilter, error) {
-		return buildSeccompProgram(SeccompDefault, unix.EPERM, false)
+		return buildSeccompProgram(SeccompDefault, unix.EPERM, false, false)
 	}),
 	SeccompStrict: sync.OnceValues(func() ([]unix.SockFilter, error) {
-		return buildSeccompProgram(SeccompStrict, unix.EPERM, false)
+		return buildSeccompProgram(SeccompStrict, unix.EPERM, false, false)
 	}),
 }
 
@@ -39,10 +39,49 @@ var sysvGetters = []string{"shmget", "semget", "msgget"}
 // seccompZygoteProgram is the default profile as the zygote loads it, with
 // a listener for the init: sysvGetters go to the init as user
 // notifications, which it lets through, noting that the job touched its
-// IPC namespace (corral_reset keeps an untouched one).
-var seccompZygoteProgram = sync.OnceValues(func() ([]unix.SockFilter, error) {
-	return buildSeccompProgram(SeccompDefault, unix.EPERM, true)
-})
+// IPC namespace (corral_reset keeps an untouched one). With net, so do
+// AF_INET and AF_INET6 sockets, for the network namespace.
+func seccompZygoteProgram(net bool) ([]unix.SockFilter, error) {
+	if net {
+		return seccompZygoteNetProgram()
+	}
+	return seccompZygoteIPCProgram()
+}
+
+var (
+	seccompZygoteIPCProgram = sync.OnceValues(func() ([]unix.SockFilter, error) {
+		return buildSeccompProgram(SeccompDefault, unix.EPERM, true, false)
+	})
+	seccompZygoteNetProgram = sync.OnceValues(func() ([]unix.SockFilter, error) {
+		return buildSeccompProgram(SeccompDefault, unix.EPERM, true, true)
+	})
+)
+
+// seccompAllowsInet reports whether profile p lets a job make some socket
+// of a family other than AF_UNIX (an allowing socket rule: the default
+// profile's allow AF_INET, AF_INET6 and route netlink sockets).
+func seccompAllowsInet(p SeccompProfile) (bool, error) {
+	rules, err := seccompRules(p, 0)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rules {
+		if r.errno == 0 && slices.Contains(r.names, "socket") {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// inetRule reports whether r is an allowing socket rule for AF_INET or
+// AF_INET6 alone (seccompSocketRules).
+func inetRule(r seccompRule) bool {
+	if r.errno != 0 || len(r.conds) != 1 || r.conds[0].Argument != 0 || r.conds[0].Op != seccomp.CompareEqual {
+		return false
+	}
+	af := r.conds[0].Operand1
+	return af == unix.AF_INET || af == unix.AF_INET6
+}
 
 // seccompAllowsSysV reports whether profile p lets a job make System V IPC
 // objects (any of sysvGetters allowed).
@@ -90,7 +129,7 @@ var seccompAlwaysDenied = []string{
 	"fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "open_tree_attr", "mount_setattr",
 	"pivot_root", "chroot",
 	// Namespaces (clone's namespace flags are denied by its rule). The
-	// default profile lets setns reach the kernel for three namespace
+	// default profile lets setns reach the kernel for four namespace
 	// types, where it needs capabilities a job never has
 	// (seccompSetnsTypes).
 	"unshare", "setns",
@@ -324,7 +363,7 @@ func seccompRules(p SeccompProfile, arch seccomp.ScmpArch) ([]seccompRule, error
 
 // seccompSetnsTypes are the namespace types for which the default profile
 // lets setns(2) through to the kernel: the job cgroup's cgroup namespace and
-// the writable layer's mount and IPC namespaces, which the children of the
+// the writable layer's mount, IPC and network namespaces, which the children of the
 // sandbox's zygote join under its filter (see spawn_linux.h: the filter is
 // compiled once per sandbox instead of once per job). Joining any of them
 // needs CAP_SYS_ADMIN (and CAP_SYS_CHROOT for a mount namespace), which a
@@ -332,7 +371,7 @@ func seccompRules(p SeccompProfile, arch seccomp.ScmpArch) ([]seccompRule, error
 // make no user namespace (clone's and unshare's namespace flags stay
 // denied). So for a job, setns fails with EPERM in the kernel's capability
 // check instead of in the filter.
-var seccompSetnsTypes = []uint64{unix.CLONE_NEWCGROUP, unix.CLONE_NEWNS, unix.CLONE_NEWIPC}
+var seccompSetnsTypes = []uint64{unix.CLONE_NEWCGROUP, unix.CLONE_NEWNS, unix.CLONE_NEWIPC, unix.CLONE_NEWNET}
 
 // seccompSetnsRules allow setns for exactly one type of seccompSetnsTypes
 // (argument 1), and deny explicitly any type (0), the other namespace
@@ -450,8 +489,9 @@ func seccompSyscall(name string) (nr seccomp.ScmpSyscall, ok bool, err error) {
 // rule matches fail with errno def (EPERM; tests vary it to see the explicit
 // rules at work). Other architectures, x32 and i386 on x86-64 included, kill
 // the process. With notifySysV, sysvGetters that p allows notify the
-// filter's listener instead (seccompZygoteProgram).
-func buildSeccompProgram(p SeccompProfile, def unix.Errno, notifySysV bool) ([]unix.SockFilter, error) {
+// filter's listener instead (seccompZygoteProgram); with notifyNet, so do
+// the AF_INET and AF_INET6 sockets it allows.
+func buildSeccompProgram(p SeccompProfile, def unix.Errno, notifySysV, notifyNet bool) ([]unix.SockFilter, error) {
 	arch, err := seccomp.GetNativeArch()
 	if err != nil {
 		return nil, fmt.Errorf("isolate: seccomp: native architecture: %w", err)
@@ -492,6 +532,9 @@ func buildSeccompProgram(p SeccompProfile, def unix.Errno, notifySysV bool) ([]u
 			}
 			action := action
 			if notifySysV && action == seccomp.ActAllow && slices.Contains(sysvGetters, name) {
+				action = seccomp.ActNotify
+			}
+			if notifyNet && name == "socket" && inetRule(r) {
 				action = seccomp.ActNotify
 			}
 			if err := f.AddRuleConditional(nr, action, r.conds); err != nil {

@@ -220,10 +220,11 @@ static int priv_setup(struct corral_spawn *s) {
 		return fail(s, CORRAL_STEP_CGROUPNS, errno);
 
 	// Join the writable layer's mount namespace, whose root is the job
-	// root (setns resets root and cwd to it: the init's view is gone), and
-	// its IPC namespace.
+	// root (setns resets root and cwd to it: the init's view is gone), its
+	// IPC namespace and, when it has one, its network namespace.
 	if (syscall(SYS_setns, s->mnt_fd, CLONE_NEWNS) < 0) return fail(s, CORRAL_STEP_NAMESPACES, errno);
 	if (syscall(SYS_setns, s->ipc_fd, CLONE_NEWIPC) < 0) return fail(s, CORRAL_STEP_NAMESPACES, errno);
+	if (s->net_fd >= 0 && syscall(SYS_setns, s->net_fd, CLONE_NEWNET) < 0) return fail(s, CORRAL_STEP_NAMESPACES, errno);
 
 	// Capabilities: empty the bounding set (inherited empty from the
 	// calling thread, see corral_spawn_run) and lock the securebits while

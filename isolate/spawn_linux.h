@@ -40,6 +40,7 @@ struct corral_spawn {
 	char *const *envp;
 	const char *search_path; // PATH of the job's environment
 	int mnt_fd, ipc_fd;      // the writable layer's mount and IPC namespaces
+	int net_fd;              // its network namespace, -1: the init's
 	const char *cwd;         // working directory inside the new root
 	int stdio[3];            // fds that become 0, 1, 2
 	int procs_fds[CORRAL_MAX_PROCS_FDS]; // cgroup.procs files of the job cgroup
@@ -384,6 +385,16 @@ struct corral_loop {
 	// heard of a call, or a process of a profile in sysv ran outside the
 	// zygote. corral_reset makes a new IPC namespace only then.
 	int ipc_touched;
+	// The same for the network namespace: inet[i], profile i lets a job
+	// make AF_INET or AF_INET6 sockets; net_touched, a job process may
+	// have made one since the namespace was made. own_net: the layers may
+	// have network namespaces of their own (not when the parent wired the
+	// init's for egress); corral_reset then makes a new one for the next
+	// job after a job that touched it, so that no counter, socket or
+	// port of one job's traffic is there for the next.
+	unsigned char inet[CORRAL_MAX_PROFILES];
+	int net_touched;
+	int own_net;
 };
 
 

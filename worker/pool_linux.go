@@ -188,7 +188,7 @@ func (p *sandboxPool) get(ctx context.Context, image string, egress bool) (*pool
 	p.free = p.free[:len(p.free)-1]
 	p.total++
 	p.mu.Unlock()
-	ps, err := p.create(ctx, img, idx)
+	ps, err := p.create(ctx, img, idx, egress)
 	if ps != nil {
 		ps.key = key
 	}
@@ -209,7 +209,10 @@ func (p *sandboxPool) notify() {
 	p.changed = make(chan struct{})
 }
 
-func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int) (*pooled, error) {
+// create makes a sandbox of img in uid range idx. An egress sandbox keeps
+// its jobs in its init's network namespace, where its lease's eth0 goes;
+// any other gives a job a new one after a job that made a socket.
+func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int, egress bool) (*pooled, error) {
 	start := time.Now()
 	lower, release, err := p.cfg.Mounter.Acquire(img)
 	if err != nil {
@@ -227,6 +230,7 @@ func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int) (*
 		CgroupParent: p.cfg.CgroupParent,
 		EtcFiles:     p.cfg.EtcFiles,
 		FreshLayers:  p.cfg.FreshLayers,
+		KeepNetwork:  egress,
 	})
 	if err != nil {
 		release()
