@@ -388,13 +388,18 @@ func (p *Pool) wire(ctx context.Context, l *Lease, path string, allow []Allow) e
 }
 
 // waitForwarding returns once the bridge forwards what comes in on host,
-// the bridge's end of a sandbox's veth. eth0 coming up gives host its
-// carrier, but the bridge turns host's port from disabled to forwarding
-// only when the kernel's link-watch work reports that change, a little
-// later. Until then it drops every frame the sandbox sends (perf:
-// skb:kfree_skb, reason BRIDGE_INGRESS_STP_STATE): a job that connected at
-// once lost its first ARP request and waited a second for the kernel to
-// send it again. The port is forwarding well within a millisecond.
+// the bridge's end of a sandbox's veth, and the bridge itself is up.
+// eth0 coming up gives host its carrier, but the bridge turns host's port
+// from disabled to forwarding only when the kernel's link-watch work
+// reports that change, a little later. Until then it drops every frame
+// the sandbox sends (perf: skb:kfree_skb, reason BRIDGE_INGRESS_STP_STATE):
+// a job that connected at once lost its first ARP request and waited a
+// second for the kernel to send it again. The port is forwarding well
+// within a millisecond. The bridge has no carrier while no port forwards
+// (the first lease, or one after every other was released): its own
+// link-watch work, which lets it transmit, can come up to a second after
+// its first port forwards, and until then the gateway's answers to the
+// sandbox are dropped.
 func (p *Pool) waitForwarding(ctx context.Context, host string) error {
 	link, err := p.nl.LinkByName(host)
 	if err != nil {
@@ -407,19 +412,30 @@ func (p *Pool) waitForwarding(ctx context.Context, host string) error {
 		if err != nil {
 			return fmt.Errorf("netpool: bridge port %s: %w", host, err)
 		}
+		var br netlink.Link
 		if st == brStateForwarding {
-			return nil
+			if br, err = p.nl.LinkByIndex(p.brIx); err != nil {
+				return fmt.Errorf("netpool: bridge %s: %w", p.r.bridge, err)
+			}
+			if br.Attrs().OperState == netlink.OperUp {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("netpool: bridge port %s not forwarding (state %d): %w", host, st, context.Cause(ctx))
+			what := fmt.Sprintf("port %s state %d", host, st)
+			if br != nil {
+				what = fmt.Sprintf("bridge %s %s", p.r.bridge, br.Attrs().OperState)
+			}
+			return fmt.Errorf("netpool: not forwarding (%s): %w", what, context.Cause(ctx))
 		case <-time.After(pause):
 		}
 	}
 }
 
 // forwardingTimeout bounds waitForwarding: the kernel's link-watch work
-// runs at once for a veth, but a busy machine's work queues can lag.
+// runs at once for a veth and within a second for a bridge, but a busy
+// machine's work queues can lag.
 const forwardingTimeout = 5 * time.Second
 
 // tbf is a token bucket of rate bits/s as the root qdisc of a link's

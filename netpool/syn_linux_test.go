@@ -9,10 +9,12 @@ import (
 
 // TestFirstConnection connects from each of 20 freshly attached sandboxes
 // the moment Attach returns. Before Attach waited for the bridge port to
-// forward, the sandbox's first ARP request was dropped at the bridge in
-// about a third of the attaches (perf: skb:kfree_skb, reason
-// BRIDGE_INGRESS_STP_STATE) and the connection waited for the kernel's
-// 1 s retransmission. The bound below is that cliff, not a speed: a
+// forward and the bridge to be up, the sandbox's first ARP request was
+// dropped at the bridge in about a third of the attaches (perf:
+// skb:kfree_skb, reason BRIDGE_INGRESS_STP_STATE), and on a pool's first
+// lease the gateway's ARP reply sometimes was (QDISC_DROP: the bridge's
+// queue not active yet); the connection waited for the kernel's 1 s
+// retransmission. The bound below is that cliff, not a speed: a
 // connection across a veth and a bridge takes about a millisecond.
 func TestFirstConnection(t *testing.T) {
 	needRoot(t)
