@@ -188,9 +188,11 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		}
 	}
 	// The zygote's listener answers with SECCOMP_USER_NOTIF_FLAG_CONTINUE
-	// (Linux 5.5).
+	// (Linux 5.5). With FreshLayers too: every layer and IPC namespace is
+	// new then, but the network namespace is replaced only after a job
+	// the listener heard make a socket.
 	var zygoteProg []unix.SockFilter
-	if !cfg.FreshLayers && kernelAtLeast(5, 5) {
+	if kernelAtLeast(5, 5) {
 		if zygoteProg, err = seccompZygoteProgram(!cfg.KeepNetwork); err != nil {
 			return nil, err
 		}
