@@ -691,9 +691,17 @@ int corral_reset(struct corral_loop *L, int64_t disk, const char **step) {
 		if (old_ipc >= 0) close(old_ipc);
 		return -err;
 	}
-	int status;
+	int status = 0;
 	while (waitpid(pid, &status, __WCLONE) < 0 && errno == EINTR) {}
 	if (new_ipc) spend_ipc(L, old_ipc, a.old_ipc_empty);
+	// A child that died without saying why, or came back without what it
+	// was to make, fails the reset: never a job in the init's namespaces
+	// by default.
+	if (!a.err && (!WIFEXITED(status) || (new_ipc && a.ipc_fd < 0) || (!keep && a.mnt_fd < 0) ||
+	               (new_net && (a.net_fd < 0 || a.unix_fd < 0)))) {
+		a.err = EIO;
+		a.step = "layer-child";
+	}
 	if (a.err) {
 		close_fd(&a.mnt_fd);
 		close_fd(&a.ipc_fd);

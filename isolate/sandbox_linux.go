@@ -188,12 +188,12 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		}
 	}
 	// The zygote's listener answers with SECCOMP_USER_NOTIF_FLAG_CONTINUE
-	// (Linux 5.5). With FreshLayers too: every layer and IPC namespace is
-	// new then, but the network namespace is replaced only after a job
-	// the listener heard make a socket.
+	// (Linux 5.5). It hears of System V calls unless every reset makes a
+	// new IPC namespace anyway (FreshLayers), and of sockets unless the
+	// jobs keep the init's network namespace.
 	var zygoteProg []unix.SockFilter
 	if kernelAtLeast(5, 5) {
-		if zygoteProg, err = seccompZygoteProgram(!cfg.KeepNetwork); err != nil {
+		if zygoteProg, err = seccompZygoteProgram(!cfg.FreshLayers, !cfg.KeepNetwork); err != nil {
 			return nil, err
 		}
 	}

@@ -37,25 +37,29 @@ var seccompPrograms = map[SeccompProfile]func() ([]unix.SockFilter, error){
 var sysvGetters = []string{"shmget", "semget", "msgget"}
 
 // seccompZygoteProgram is the default profile as the zygote loads it, with
-// a listener for the init: sysvGetters go to the init as user
+// a listener for the init. With sysv, sysvGetters go to the init as user
 // notifications, which it lets through, noting that the job touched its
-// IPC namespace (corral_reset keeps an untouched one). With net, so do
-// AF_INET and AF_INET6 sockets, for the network namespace.
-func seccompZygoteProgram(net bool) ([]unix.SockFilter, error) {
-	if net {
-		return seccompZygoteNetProgram()
-	}
-	return seccompZygoteIPCProgram()
+// IPC namespace (corral_reset keeps an untouched one); with net, so do
+// AF_INET and AF_INET6 sockets, for the network namespace. With neither
+// the listener hears nothing: the zygote still spares each job a filter
+// of its own.
+func seccompZygoteProgram(sysv, net bool) ([]unix.SockFilter, error) {
+	return zygotePrograms[zygoteKey{sysv, net}]()
 }
 
-var (
-	seccompZygoteIPCProgram = sync.OnceValues(func() ([]unix.SockFilter, error) {
-		return buildSeccompProgram(SeccompDefault, unix.EPERM, true, false)
-	})
-	seccompZygoteNetProgram = sync.OnceValues(func() ([]unix.SockFilter, error) {
-		return buildSeccompProgram(SeccompDefault, unix.EPERM, true, true)
-	})
-)
+type zygoteKey struct{ sysv, net bool }
+
+var zygotePrograms = func() map[zygoteKey]func() ([]unix.SockFilter, error) {
+	m := map[zygoteKey]func() ([]unix.SockFilter, error){}
+	for _, sysv := range []bool{false, true} {
+		for _, net := range []bool{false, true} {
+			m[zygoteKey{sysv, net}] = sync.OnceValues(func() ([]unix.SockFilter, error) {
+				return buildSeccompProgram(SeccompDefault, unix.EPERM, sysv, net)
+			})
+		}
+	}
+	return m
+}()
 
 // seccompAllowsInet reports whether profile p lets a job make some socket
 // of a family other than AF_UNIX (an allowing socket rule: the default

@@ -6,7 +6,7 @@
 // Privileges are dropped in a fixed order:
 //
 //   priv_setup: signals to default, own session, job cgroup, cgroup
-//   namespace, the writable layer's mount and IPC namespaces (setns),
+//   namespace, the writable layer's mount, IPC and network namespaces (setns),
 //   bounding set and securebits, uid/gid (drops the effective and permitted
 //   sets), clear inheritable and ambient, no_new_privs, Landlock;
 //   job_setup: cwd, stdio, close every other fd, rlimits, unblock signals;

@@ -131,8 +131,10 @@ struct corral_kept {
 // L->tmpl, the job root's fd L->root_fd. A layer that its job left exactly
 // as it was built (same size, every writable inode's stamp unchanged) is
 // kept, and so is an IPC namespace that no job process touched
-// (ipc_touched). Returns 0 for a new layer, 1 for a kept one, or -errno
-// and the failed step's name.
+// (ipc_touched); after a job that made an AF_INET or AF_INET6 socket
+// (net_touched) the child also makes a network namespace, when own_net.
+// Returns 0 for a new layer, 1 for a kept one, or -errno and the failed
+// step's name.
 struct corral_loop;
 int corral_reset(struct corral_loop *L, int64_t disk, const char **step);
 
@@ -188,9 +190,9 @@ void corral_park_drop(struct corral_park *P);
 // text_poke) and each exit frees it: 0.2-0.3 ms per job on a VM. The
 // zygote stays in the init's namespaces and cgroup: its children join the
 // job cgroup (its cgroup.procs files), the job's cgroup namespace
-// (cgns_fd) and the layer's mount and IPC namespaces with setns, which the
-// profile allows for those three namespace types only (and which needs
-// CAP_SYS_ADMIN, gone before exec). kill(-1) spares it: it is in the
+// (cgns_fd) and the layer's mount, IPC and network namespaces with setns,
+// which the profile allows for those four namespace types only (and which
+// needs CAP_SYS_ADMIN, gone before exec). kill(-1) spares it: it is in the
 // init's thread group.
 #define CORRAL_ZY_IDLE 0
 #define CORRAL_ZY_PARK 1

@@ -311,7 +311,11 @@ func (p *Pool) Attach(ctx context.Context, netnsPath string, allow []Allow) (*Le
 		}
 	}
 	l := &Lease{Addr: p.addr(n), Gateway: p.gw, p: p, n: n, narrowed: len(allow) > 0}
-	if err := p.wire(ctx, l, netnsPath, allow); err != nil {
+	err := p.wire(ctx, l, netnsPath, allow)
+	if err == nil {
+		err = p.waitForwarding(ctx, hostName(p.cfg.WorkerID, l.n))
+	}
+	if err != nil {
 		p.unwire(l)
 		return nil, err
 	}
@@ -384,7 +388,7 @@ func (p *Pool) wire(ctx context.Context, l *Lease, path string, allow []Allow) e
 			return err
 		}
 	}
-	return p.waitForwarding(ctx, host)
+	return nil
 }
 
 // waitForwarding returns once the bridge forwards what comes in on host,
@@ -401,36 +405,46 @@ func (p *Pool) wire(ctx context.Context, l *Lease, path string, allow []Allow) e
 // its first port forwards, and until then the gateway's answers to the
 // sandbox are dropped.
 func (p *Pool) waitForwarding(ctx context.Context, host string) error {
-	link, err := p.nl.LinkByName(host)
-	if err != nil {
-		return fmt.Errorf("netpool: %s: %w", host, err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, forwardingTimeout)
 	defer cancel()
 	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 10*time.Millisecond) {
-		st, err := portState(p.rt, link.Attrs().Index)
-		if err != nil {
-			return fmt.Errorf("netpool: bridge port %s: %w", host, err)
-		}
-		var br netlink.Link
-		if st == brStateForwarding {
-			if br, err = p.nl.LinkByIndex(p.brIx); err != nil {
-				return fmt.Errorf("netpool: bridge %s: %w", p.r.bridge, err)
-			}
-			if br.Attrs().OperState == netlink.OperUp {
-				return nil
-			}
+		ok, what, err := p.forwarding(host)
+		if err != nil || ok {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			what := fmt.Sprintf("port %s state %d", host, st)
-			if br != nil {
-				what = fmt.Sprintf("bridge %s %s", p.r.bridge, br.Attrs().OperState)
-			}
 			return fmt.Errorf("netpool: not forwarding (%s): %w", what, context.Cause(ctx))
 		case <-time.After(pause):
 		}
 	}
+}
+
+// forwarding reports whether host's bridge port forwards and the bridge
+// is up, and if not, which is not. It takes p.op for its queries only:
+// other attaches and releases go on while one waits.
+func (p *Pool) forwarding(host string) (bool, string, error) {
+	p.op.Lock()
+	defer p.op.Unlock()
+	link, err := p.nl.LinkByName(host)
+	if err != nil {
+		return false, "", fmt.Errorf("netpool: %s: %w", host, err)
+	}
+	st, err := portState(p.rt, link.Attrs().Index)
+	if err != nil {
+		return false, "", fmt.Errorf("netpool: bridge port %s: %w", host, err)
+	}
+	if st != brStateForwarding {
+		return false, fmt.Sprintf("port %s state %d", host, st), nil
+	}
+	br, err := p.nl.LinkByIndex(p.brIx)
+	if err != nil {
+		return false, "", fmt.Errorf("netpool: bridge %s: %w", p.r.bridge, err)
+	}
+	if br.Attrs().OperState != netlink.OperUp {
+		return false, fmt.Sprintf("bridge %s %s", p.r.bridge, br.Attrs().OperState), nil
+	}
+	return true, "", nil
 }
 
 // forwardingTimeout bounds waitForwarding: the kernel's link-watch work

@@ -60,8 +60,11 @@ func (w *Worker) replyAllowedAnywhere(subject string) bool {
 }
 
 // strayScanEvery is how often a worker looks for jobs published to a
-// single-token subject that is not a queue name (corral.jobs.bad+q).
+// single-token subject that is not a queue name (corral.jobs.bad+q), and
+// strayPerScan how many such subjects it drains each time.
 var strayScanEvery = 30 * time.Second
+
+const strayPerScan = 16
 
 // strayScanLoop runs scanStray at start and then every strayScanEvery
 // (give or take a tenth, so a fleet started together does not ask the
@@ -94,6 +97,11 @@ func (w *Worker) strayScanLoop() {
 // through its own consumer (EnsureStraySubjectConsumer).
 func (w *Worker) scanStray(ctx context.Context) error {
 	subjects, err := StraySubjects(ctx, w.js)
+	if len(subjects) > strayPerScan {
+		// A publisher spraying invalid names gets them rejected a few at
+		// a time, without a consumer for each at once.
+		subjects = subjects[:strayPerScan]
+	}
 	var errs []error
 	for _, subject := range subjects {
 		if err := w.drainStray(ctx, subject); err != nil {
@@ -117,6 +125,10 @@ func (w *Worker) drainStray(ctx context.Context, subject string) error {
 		n := 0
 		for m := range batch.Messages() {
 			n++
+			if ctx.Err() != nil {
+				_ = m.Nak() // stopping: another worker, or the next start, takes it
+				continue
+			}
 			w.onStray(m)
 		}
 		if n == 0 {

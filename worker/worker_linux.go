@@ -146,8 +146,12 @@ type Worker struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	pool *sandboxPool
-	objs ObjectStore
-	log  *zap.Logger
+	// replyMu serializes publishing to jobs' own reply subjects: the
+	// connection keeps only its last error, so two refusals that
+	// overlapped would hide one of them (publishTo).
+	replyMu sync.Mutex
+	objs    ObjectStore
+	log     *zap.Logger
 
 	metrics *metrics
 	busy    atomic.Int64 // slots running a job
@@ -189,7 +193,10 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	// A PubAck that never comes (a reply_to the server refused) must not
+	// stay pending for ever: 4,000 of them would stall every later
+	// asynchronous publish.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, err
 	}
@@ -974,23 +981,10 @@ func (w *Worker) publishTo(res *jobs.Result, subject string) error {
 	}
 	// A job's own subject: the server answers a forbidden publish with an
 	// -ERR before the PONG of the flush that follows it, and the
-	// connection keeps that error as its last.
-	before := w.nc.LastError()
-	var ack jetstream.PubAckFuture
-	if stored {
-		ack, err = w.js.PublishMsgAsync(m)
-	} else {
-		err = w.nc.PublishMsg(m)
-	}
+	// connection keeps that error as its last, one at a time.
+	ack, err := w.publishChecked(ctx, m, stored)
 	if err != nil {
 		return err
-	}
-	if err := w.nc.FlushWithContext(ctx); err != nil {
-		return err
-	}
-	if last := w.nc.LastError(); last != nil && last != before && errors.Is(last, nats.ErrPermissionViolation) &&
-		strings.Contains(strings.ToLower(last.Error()), `publish to "`+strings.ToLower(subject)+`"`) {
-		return fmt.Errorf("%w: %v", errReplyForbidden, last)
 	}
 	if ack == nil {
 		return nil
@@ -1003,6 +997,33 @@ func (w *Worker) publishTo(res *jobs.Result, subject string) error {
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the PubAck of %s: %w", subject, ctx.Err())
 	}
+}
+
+// publishChecked publishes m (through JetStream when stored, returning the
+// PubAck to wait for) and flushes, and reports errReplyForbidden when the
+// server refused m's subject meanwhile.
+func (w *Worker) publishChecked(ctx context.Context, m *nats.Msg, stored bool) (jetstream.PubAckFuture, error) {
+	w.replyMu.Lock()
+	defer w.replyMu.Unlock()
+	before := w.nc.LastError()
+	var ack jetstream.PubAckFuture
+	var err error
+	if stored {
+		ack, err = w.js.PublishMsgAsync(m)
+	} else {
+		err = w.nc.PublishMsg(m)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := w.nc.FlushWithContext(ctx); err != nil {
+		return nil, err
+	}
+	if last := w.nc.LastError(); last != nil && last != before && errors.Is(last, nats.ErrPermissionViolation) &&
+		strings.Contains(strings.ToLower(last.Error()), `publish to "`+strings.ToLower(m.Subject)+`"`) {
+		return nil, fmt.Errorf("%w: %v", errReplyForbidden, last)
+	}
+	return ack, nil
 }
 
 // resultsStreamGone reports whether CORRAL_RESULTS does not exist.

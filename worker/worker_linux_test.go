@@ -797,13 +797,22 @@ func TestWorkerReplyForbidden(t *testing.T) {
 	}
 	all := e.results("corral.results.>")
 	allowed := e.results("judge.out.yes.>")
-	for _, id := range []string{"core", "stored"} {
-		e.submit("judge", "", `{"id": "`+id+`", "cmd": ["true"], "reply_to": "judge.out.no.`+id+`.r"}`)
-		r := wait(t, all)
-		if r.ID != id || r.Status != jobs.StatusOK || r.Attempt != 1 ||
-			!strings.Contains(r.Error, "reply_to judge.out.no."+id+".r: this worker's NATS user may not publish there") {
-			t.Errorf("%s: %+v", id, r)
+	// Several at once: refusals that overlap must not hide each other.
+	reply := map[string]string{}
+	for i := range 4 {
+		for _, kind := range []string{"core", "stored"} {
+			id := fmt.Sprintf("%s%d", kind, i)
+			reply[id] = "judge.out.no." + kind + "." + id
+			e.submit("judge", "", `{"id": "`+id+`", "cmd": ["true"], "reply_to": "`+reply[id]+`"}`)
 		}
+	}
+	for range reply {
+		r := wait(t, all)
+		if r.Status != jobs.StatusOK || r.Attempt != 1 || reply[r.ID] == "" ||
+			!strings.Contains(r.Error, "reply_to "+reply[r.ID]+": this worker's NATS user may not publish there") {
+			t.Errorf("%+v", r)
+		}
+		delete(reply, r.ID)
 	}
 	// An allowed reply_to still gets its result there, after the
 	// forbidden ones.
