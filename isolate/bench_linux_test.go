@@ -105,3 +105,28 @@ func BenchmarkResetAfterSocket(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRunTrueTwoSlots runs /bin/true in two warm sandboxes at once,
+// each run preparing the next process (Process.More): the sandboxes' part
+// of corral bench's shape (two slots), without the queue. ns/op is the
+// wall time per run over both, so 1e9/ns-op is runs per second, to set
+// beside the floor's two threads.
+func BenchmarkRunTrueTwoSlots(b *testing.B) {
+	sbs := make(chan *Sandbox, 2)
+	for range 2 {
+		sbs <- newTestSandbox(b)
+	}
+	p := Process{Argv: []string{"/bin/true"}, Env: DefaultEnv, More: true}
+	b.SetParallelism(1)
+	b.RunParallel(func(pb *testing.PB) {
+		sb := <-sbs
+		defer func() { sbs <- sb }()
+		for pb.Next() {
+			r, err := sb.Run(context.Background(), p)
+			if err != nil || r.Status != jobs.StatusOK {
+				b.Error(err, r)
+				return
+			}
+		}
+	})
+}
