@@ -42,6 +42,11 @@ type PoolConfig struct {
 	// FreshLayers builds a new writable layer after every job, even one
 	// that left its layer exactly as it was built (isolate.Config).
 	FreshLayers bool
+	// KeepNetNS keeps every sandbox's jobs in its own network namespace,
+	// even after a job that made a socket (isolate.Config.KeepNetwork):
+	// faster for jobs that use the loopback, but the next job can read the
+	// last one's traffic counters. Egress sandboxes always keep theirs.
+	KeepNetNS bool
 	// Log receives pool events. Default: none.
 	Log *zap.Logger
 }
@@ -230,7 +235,7 @@ func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int, eg
 		CgroupParent: p.cfg.CgroupParent,
 		EtcFiles:     p.cfg.EtcFiles,
 		FreshLayers:  p.cfg.FreshLayers,
-		KeepNetwork:  egress,
+		KeepNetwork:  egress || p.cfg.KeepNetNS,
 	})
 	if err != nil {
 		release()

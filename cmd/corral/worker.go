@@ -47,6 +47,7 @@ type workerFlags struct {
 	warmEgress   *int
 	goProcs      *int
 	freshLayers  *bool
+	keepNetNS    *bool
 	metrics      *string
 }
 
@@ -70,6 +71,7 @@ func addWorkerFlags(fs *flag.FlagSet) *workerFlags {
 	wf.egressRate = fs.String("egress-rate", "", "per-sandbox upload rate limit in bits/s, e.g. 10M (default: none)")
 	wf.egressDown = fs.String("egress-download-rate", "", "per-sandbox download rate limit in bits/s, e.g. 50M (default: none)")
 	wf.goProcs = fs.Int("go-procs", 0, "threads running this process's Go code at once (GOMAXPROCS; default: one per 4 slots, at most one per CPU; the GOMAXPROCS environment variable wins). The jobs run in their sandboxes and do not need them")
+	wf.keepNetNS = fs.Bool("keep-netns", false, "keep each sandbox's network namespace across jobs, even after a job that made an AF_INET or AF_INET6 socket (default: the next job gets a new one, so it cannot read the last one's traffic counters; that costs about a millisecond per such job, see docs/sandbox.md)")
 	wf.freshLayers = fs.Bool("fresh-layers", false, "build a new writable layer after every job, even one that changed no file in it (default: such a layer, checked inode by inode, serves the next job, and its IPC namespace too after a job without System V IPC calls; see docs/sandbox.md)")
 	wf.metrics = fs.String("metrics", "", "serve Prometheus metrics on /metrics, and /healthz and /readyz, at this address, e.g. :9464 (default: off; see docs/worker.md)")
 	wf.verbose = fs.Bool("v", false, "log each sandbox and more")
@@ -104,6 +106,9 @@ type fileConfig struct {
 	Warm  map[string]int `json:"warm"`
 	// FreshLayers: a new writable layer after every job (--fresh-layers).
 	FreshLayers bool `json:"fresh_layers"`
+	// KeepNetNS: one network namespace per sandbox for all its jobs
+	// (--keep-netns).
+	KeepNetNS bool `json:"keep_netns"`
 	// Consumer settings of every queue's consumer (used when the worker
 	// creates it): ack_wait_ms, max_deliver, max_ack_pending.
 	Consumer struct {
@@ -142,6 +147,7 @@ func (wf *workerFlags) workerConfig(log *zap.Logger) (worker.Config, error) {
 		cfg.Spare = fc.Spare
 		cfg.Warm = fc.Warm
 		cfg.Pool.FreshLayers = fc.FreshLayers
+		cfg.Pool.KeepNetNS = fc.KeepNetNS
 		cfg.Consumer = worker.ConsumerConfig{
 			AckWait:       time.Duration(fc.Consumer.AckWaitMs) * time.Millisecond,
 			MaxDeliver:    fc.Consumer.MaxDeliver,
@@ -193,6 +199,9 @@ func (wf *workerFlags) workerConfig(log *zap.Logger) (worker.Config, error) {
 	}
 	if *wf.freshLayers {
 		cfg.Pool.FreshLayers = true
+	}
+	if *wf.keepNetNS {
+		cfg.Pool.KeepNetNS = true
 	}
 	cfg.Grace = *wf.grace
 	cfg.Version = version

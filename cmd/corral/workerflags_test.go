@@ -11,19 +11,23 @@ import (
 	"go.uber.org/zap"
 )
 
-// TestWorkerFreshLayers: --fresh-layers and the config file's fresh_layers
-// both reach the sandbox pool; by default layers may be kept.
+// TestWorkerFreshLayers: --fresh-layers and --keep-netns, and the config
+// file's fresh_layers and keep_netns, reach the sandbox pool; by default
+// layers may be kept and network namespaces are replaced after a socket.
 func TestWorkerFreshLayers(t *testing.T) {
 	cfgFile := filepath.Join(t.TempDir(), "worker.json")
 	for _, tt := range []struct {
-		file string
-		args []string
-		want bool
+		file        string
+		args        []string
+		fresh, keep bool
 	}{
-		{``, nil, false},
-		{``, []string{"--fresh-layers"}, true},
-		{`{"fresh_layers": true}`, nil, true},
-		{`{"fresh_layers": false}`, []string{"--fresh-layers"}, true},
+		{``, nil, false, false},
+		{``, []string{"--fresh-layers"}, true, false},
+		{`{"fresh_layers": true}`, nil, true, false},
+		{`{"fresh_layers": false}`, []string{"--fresh-layers"}, true, false},
+		{``, []string{"--keep-netns"}, false, true},
+		{`{"keep_netns": true}`, nil, false, true},
+		{`{"keep_netns": false, "fresh_layers": true}`, []string{"--keep-netns"}, true, true},
 	} {
 		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 		wf := addWorkerFlags(fs)
@@ -41,8 +45,9 @@ func TestWorkerFreshLayers(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s %v: %v", tt.file, tt.args, err)
 		}
-		if cfg.Pool.FreshLayers != tt.want {
-			t.Errorf("%s %v: FreshLayers %v, want %v", tt.file, tt.args, cfg.Pool.FreshLayers, tt.want)
+		if cfg.Pool.FreshLayers != tt.fresh || cfg.Pool.KeepNetNS != tt.keep {
+			t.Errorf("%s %v: FreshLayers %v, KeepNetNS %v, want %v, %v", tt.file, tt.args,
+				cfg.Pool.FreshLayers, cfg.Pool.KeepNetNS, tt.fresh, tt.keep)
 		}
 	}
 }
