@@ -68,9 +68,15 @@ func (s *Store) Build(ctx context.Context, name string, opt BuildOptions) (*Imag
 	if opt.From == "" {
 		return nil, errors.New("no source: give a directory or a .tar, .tar.gz or .tgz file")
 	}
-	from, err := filepath.Abs(opt.From)
+	named, err := filepath.Abs(opt.From)
 	if err != nil {
 		return nil, err
+	}
+	// mksquashfs takes a symlink given as its source for the tree's only
+	// entry: give it what the link names.
+	from := named
+	if r, err := filepath.EvalSymlinks(named); err == nil {
+		from = r
 	}
 	fi, err := os.Stat(from)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -82,7 +88,7 @@ func (s *Store) Build(ctx context.Context, name string, opt BuildOptions) (*Imag
 	archive := false
 	if !fi.IsDir() {
 		for _, suf := range archiveSuffixes {
-			if strings.HasSuffix(from, suf) {
+			if strings.HasSuffix(named, suf) || strings.HasSuffix(from, suf) {
 				archive = fi.Mode().IsRegular()
 			}
 		}
@@ -138,8 +144,13 @@ func (s *Store) Build(ctx context.Context, name string, opt BuildOptions) (*Imag
 		"-exit-on-error",
 		// Not NFS-exported: saves the export table.
 		"-no-exports",
-		// A fixed creation time: the same tree gives the same layer.
-		"-mkfs-time", "0",
+		// A fixed creation time: the same tree gives the same layer. The
+		// root's time too: a tar's is the time of its extraction.
+		"-mkfs-time", "0", "-root-time", "0",
+		// Every job must be able to enter /: a source directory made
+		// under a strict umask (or a tar's "./" of a private directory)
+		// would lock them all out.
+		"-root-mode", "0755",
 	}, compArgs...)
 	if err := runTool(ctx, mksquashfs, args...); err != nil {
 		return nil, err

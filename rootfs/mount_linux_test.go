@@ -16,6 +16,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -609,5 +610,55 @@ func TestRunDirPrivate(t *testing.T) {
 	}
 	if got := theirs(); len(got) != 0 {
 		t.Errorf("their mounts after Close: %v", got)
+	}
+}
+
+// An image's root is always enterable and its layer the same for the same
+// tree, whatever the source looked like: a tar made from a private
+// directory (mode 0700) and extracted at a different time, a symlink
+// naming the directory (mksquashfs took the link itself as the tree's only
+// entry: an image holding nothing usable).
+func TestBuildSourceQuirks(t *testing.T) {
+	tree := buildTree(t)
+	dir := t.TempDir()
+	store, err := rootfs.OpenStore(filepath.Join(dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := rootfstest.Mounter(t)
+	if err := os.Chmod(tree, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(dir, "private.tar")
+	if out, err := exec.Command("tar", "-C", tree, "-cf", archive, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(tree, link); err != nil {
+		t.Fatal(err)
+	}
+	var digests []string
+	for _, src := range []string{archive, archive, link} {
+		img, err := store.Build(context.Background(), "quirk", rootfs.BuildOptions{From: src})
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		digests = append(digests, img.Layers[0].Digest)
+		lower, release, err := m.Acquire(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(lower[0])
+		if err != nil || fi.Mode().Perm() != 0o755 {
+			t.Errorf("%s: image root %v %v, want 0755", src, fi.Mode(), err)
+		}
+		if _, err := os.Stat(filepath.Join(lower[0], "bin", "busybox")); err != nil {
+			t.Errorf("%s: no bin/busybox in the image: %v", src, err)
+		}
+		release()
+		time.Sleep(1100 * time.Millisecond) // a later extraction, a later root time
+	}
+	if digests[0] != digests[1] {
+		t.Errorf("the same tar built twice gave layers %s and %s", digests[0], digests[1])
 	}
 }
