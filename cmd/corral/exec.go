@@ -26,6 +26,7 @@ func cmdExec(ctx context.Context, args []string) error {
 printed, exiting with its exit code (128+N when killed by signal N; a limit
 breach is also reported on stderr). With --json, prints the step result as the
 protocol shapes it instead. Limits default to the protocol's defaults.
+Flags go before the command: everything from the command on is its own.
 
 Examples:
   corral exec -- sh -c 'echo hello from $(hostname)'
@@ -44,7 +45,7 @@ Examples:
 	)
 	fs.Var(&env, "env", "set an environment variable KEY=VALUE (repeatable)")
 	limitFlags := addLimitFlags(fs, "")
-	argv, err := parseInterspersed(fs, args)
+	argv, err := parseCommand(fs, args)
 	if err != nil {
 		return err
 	}
@@ -103,7 +104,7 @@ Examples:
 	cfg := isolate.Config{
 		CgroupParent: isolate.OwnerCgroupParent("", os.Getpid()),
 		Lower:        lower,
-		RunDir:       runDir,
+		RunDir:       mounter.Dir(), // absolute, whatever --data was
 		HostUID:      uint32(isolate.DefaultUIDBase + *slot*isolate.IDsPerSandbox),
 		DiskBytes:    lim.DiskBytes,
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -21,6 +22,28 @@ func TestExec(t *testing.T) {
 		out, errOut, code := corral(t, "exec", "--data", data, "--image", "bb", "--", "sh", "-c", "echo hi; echo err >&2; exit 7")
 		if out != "hi\n" || errOut != "err\n" || code != 7 {
 			t.Fatalf("got %q %q %d", out, errOut, code)
+		}
+	})
+	t.Run("the command's own flags", func(t *testing.T) {
+		// Everything after the command is its own: before, -v and
+		// --json were read as exec's flags.
+		out, errOut, code := corral(t, "exec", "--data", data, "--image", "bb", "echo", "hi", "-v", "--json")
+		if out != "hi -v --json\n" || code != 0 {
+			t.Fatalf("got %q %q %d", out, errOut, code)
+		}
+	})
+	t.Run("relative data directory", func(t *testing.T) {
+		wd, err := os.Getwd()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, err := filepath.Rel(wd, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, code := corral(t, "exec", "--data", rel, "--image", "bb", "--", "echo", "hi")
+		if out != "hi\n" || code != 0 {
+			t.Fatalf("--data %s: got %q %q %d", rel, out, errOut, code)
 		}
 	})
 	t.Run("json", func(t *testing.T) {

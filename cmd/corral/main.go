@@ -118,6 +118,17 @@ func newFlagSet(name, usageLine, description string) *flag.FlagSet {
 	return fs
 }
 
+// parseCommand parses fs's flags up to the command that follows them: the
+// first argument that is not a flag, or everything after "--". The
+// command's own arguments are never read as corral's flags (corral run
+// python3 x.py --image foo passes --image to x.py).
+func parseCommand(fs *flag.FlagSet, args []string) ([]string, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return fs.Args(), nil
+}
+
 // parseInterspersed parses flags that may appear before and after positional
 // arguments (for example "image build NAME --from DIR"). Arguments after "--"
 // are always positional.

@@ -100,6 +100,7 @@ by signal N; a limit breach is named on stderr). A job the worker refuses
 (rejected), that expired or that it could not run (internal_error) prints
 the worker's error on stderr and exits 1. With --json, prints the whole
 result (PROTOCOL.md) instead and exits 0 only when its status is ok.
+Flags go before the command: everything from the command on is its own.
 
 --file LOCAL[:PATH] copies a local file into /work (as PATH, else as LOCAL
 when that is a relative path inside the current directory, else as its base
@@ -136,7 +137,7 @@ Examples:
 	fs.Var(&collect, "collect", "path or glob under /work to copy back into the current directory (repeatable)")
 	fs.Var(&labels, "label", "label KEY=VALUE echoed in the result (repeatable)")
 	limitFlags := addLimitFlags(fs, "the queue's")
-	argv, err := parseInterspersed(fs, args)
+	argv, err := parseCommand(fs, args)
 	if err != nil {
 		return err
 	}
