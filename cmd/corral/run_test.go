@@ -261,6 +261,35 @@ func TestSubmitJSONL(t *testing.T) {
 	}
 }
 
+// Two lines with one id: the same job twice gets its result twice; another
+// job under an id already used is rejected locally. Before, the stream
+// dropped it as a duplicate and its line got the first job's result.
+func TestSubmitDuplicateIDs(t *testing.T) {
+	url, data, config, _, _ := workerTestSetup(t)
+	startWorkerProc(t, url, data, config)
+	same := `{"id": "dup", "cmd": ["echo", "first"]}`
+	in := same + "\n" + `{"id": "dup", "cmd": ["echo", "second"]}` + "\n" + same + "\n"
+	stdout, stderr, code := corralAt(t, "", []byte(in), "submit", "--nats", url, "-")
+	t.Logf("stderr: %s", stderr)
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	if code != 0 || len(lines) != 3 {
+		t.Fatalf("code %d, stdout %s", code, stdout)
+	}
+	for i, l := range lines {
+		var res jobs.Result
+		if err := json.Unmarshal([]byte(l), &res); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			if res.Status != jobs.StatusRejected || !strings.Contains(res.Error, "line 1's") {
+				t.Errorf("line 2: %s", l)
+			}
+		} else if res.Status != jobs.StatusOK || res.Steps[0].Stdout != "first\n" {
+			t.Errorf("line %d: %s", i+1, l)
+		}
+	}
+}
+
 // A line too large to submit and a job whose result does not come within
 // --timeout get local results in their places, and the exit code is 1.
 func TestSubmitLocalFailures(t *testing.T) {

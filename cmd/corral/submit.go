@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -113,6 +114,16 @@ type submitter struct {
 
 	mu      sync.Mutex
 	pending map[*entry]bool // submitted, waiting for a result
+
+	// ids: the line and body of each id a line gave itself (dispatch's
+	// goroutine only). A second line with the same id and another body
+	// would be dropped as a duplicate and get the first one's result.
+	ids map[string]idUse
+}
+
+type idUse struct {
+	line int
+	sum  [sha256.Size]byte
 }
 
 // entry is one job line on its way to a result.
@@ -357,6 +368,19 @@ func (s *submitter) submit(ctx context.Context, e *entry, body []byte) error {
 					body = append([]byte(idField+","), body[1:]...)
 				}
 			}
+		}
+	}
+	if hasID && id != "" {
+		sum := sha256.Sum256(body)
+		if first, ok := s.ids[id]; ok && first.sum != sum {
+			e.id = id
+			e.localResult(jobs.StatusRejected, fmt.Sprintf("id %q is line %d's, which is another job: the stream would drop this one as a duplicate (rejected locally, not submitted)", id, first.line), true)
+			return nil
+		} else if !ok {
+			if s.ids == nil {
+				s.ids = map[string]idUse{}
+			}
+			s.ids[id] = idUse{line: e.line, sum: sum}
 		}
 	}
 	e.id = id
