@@ -36,7 +36,9 @@ the worker does not know is rejected, not dropped). A job without an id gets
 "submit-RANDOM-LINE", where LINE is its line number. A line that is not a
 valid job, not even JSON, is still submitted and gets the worker's rejected
 result. A line whose result could never be told apart (an id that is not
-[A-Za-z0-9_-]{1,64}) gets a rejected result made locally, without submitting;
+[A-Za-z0-9_-]{1,64}, or an id an earlier line gave another job: the stream
+would drop it as a duplicate) gets a rejected result made locally, without
+submitting; the same job repeated under its id gets its result again;
 a line that cannot be submitted (larger than the server's max payload) or
 whose result does not come (--timeout, Ctrl-C: such jobs are cancelled)
 gets a result made locally with status internal_error and attempt 0.
