@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -129,8 +130,11 @@ func NewID() string {
 // fields are checked by the worker, which answers an invalid job with a
 // rejected result.
 //
-// The returned Pending is subscribed to the reply subject; call Wait for the
-// result, or Close if you do not.
+// The returned Pending is subscribed to the reply subject, and for a job
+// with its own reply_to also to corral.results.ID, where a worker answers
+// when it may not use that reply_to (a queue's reply_prefixes refusing it,
+// or the worker's NATS permissions); call Wait for the result, or Close if
+// you do not.
 func (c *Client) Submit(ctx context.Context, job *jobs.Job) (*Pending, error) {
 	if job == nil {
 		return nil, errors.New("client: nil job")
@@ -155,9 +159,17 @@ func (c *Client) Submit(ctx context.Context, job *jobs.Job) (*Pending, error) {
 	// Subscribe before publishing: the result cannot overtake the
 	// subscription, since both go over this one connection in order.
 	p := &Pending{ID: job.ID, Queue: c.queue, Subject: job.ReplyTo, c: c, done: make(chan struct{})}
-	p.sub, err = c.nc.Subscribe(p.Subject, p.onMsg)
-	if err != nil {
-		return nil, fmt.Errorf("client: subscribe to %s: %w", p.Subject, err)
+	subjects := []string{p.Subject}
+	if def := jobs.ResultSubject(job.ID); def != p.Subject {
+		subjects = append(subjects, def)
+	}
+	for _, subj := range subjects {
+		sub, err := c.nc.Subscribe(subj, p.onMsg)
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("client: subscribe to %s: %w", subj, err)
+		}
+		p.subs = append(p.subs, sub)
 	}
 
 	msg := &nats.Msg{Subject: jobs.JobSubject(c.queue), Data: data, Header: nats.Header{}}
@@ -294,8 +306,9 @@ type Pending struct {
 	// Wait still returns its result.
 	Ack *jetstream.PubAck
 
-	c   *Client
-	sub *nats.Subscription
+	c      *Client
+	subs   []*nats.Subscription
+	closeq atomic.Bool // Close was called
 
 	once   sync.Once
 	done   chan struct{} // closed once res or err is set
@@ -321,6 +334,8 @@ func (p *Pending) Wait(ctx context.Context) (*jobs.Result, error) {
 		return p.res, p.err
 	default:
 	}
+	// Closed, it hears nothing more: only the stored result is left.
+	closed := p.closeq.Load()
 	status := p.c.nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
 	defer p.c.nc.RemoveStatusListener(status)
 	if p.c.nc.IsClosed() {
@@ -357,7 +372,7 @@ func (p *Pending) Wait(ctx context.Context) (*jobs.Result, error) {
 	// The subscription was made before the job was published, so it sees
 	// the result of a new job; a duplicate may have run long before, and
 	// its result can only be in the stream.
-	if p.Ack != nil && p.Ack.Duplicate {
+	if p.Ack != nil && p.Ack.Duplicate || closed {
 		lookup()
 	}
 	var lookupErr error
@@ -387,33 +402,40 @@ func (p *Pending) Wait(ctx context.Context) (*jobs.Result, error) {
 	}
 }
 
-// lookup reads the stored result, if any, and delivers it.
+// lookup reads the stored result, if any, and delivers it: on the reply
+// subject, else on the default one, where a worker that could not use the
+// job's own reply_to sent it.
 func (p *Pending) lookup(ctx context.Context) error {
-	data, err := p.c.storedResult(ctx, p.Subject)
-	if err != nil {
-		return err
+	for _, subj := range []string{p.Subject, jobs.ResultSubject(p.ID)} {
+		data, err := p.c.storedResult(ctx, subj)
+		if err != nil {
+			return err
+		}
+		if data != nil {
+			p.deliver(subj, data)
+			return nil
+		}
+		if subj == jobs.ResultSubject(p.ID) {
+			break
+		}
 	}
-	if data == nil {
-		return errNotStored
-	}
-	p.deliver(data)
-	return nil
+	return errNotStored
 }
 
 // errNotStored: the result stream holds no result for the job (yet).
 var errNotStored = errors.New("no stored result")
 
-// onMsg handles a message on the reply subject.
-func (p *Pending) onMsg(m *nats.Msg) { p.deliver(m.Data) }
+// onMsg handles a message on the reply subject or the default one.
+func (p *Pending) onMsg(m *nats.Msg) { p.deliver(m.Subject, m.Data) }
 
 // deliver decodes a message from the reply subject and finishes the Pending
 // if it is this job's result. On a shared reply subject results of other
 // jobs, and messages that are not results, are skipped; on the job's own
 // default subject a message that is not a result is an error.
-func (p *Pending) deliver(data []byte) {
+func (p *Pending) deliver(subject string, data []byte) {
 	var res jobs.Result
 	if err := json.Unmarshal(data, &res); err != nil {
-		if p.Subject == jobs.ResultSubject(p.ID) {
+		if subject == jobs.ResultSubject(p.ID) {
 			p.finish(nil, fmt.Errorf("client: result of job %s: %w", p.ID, err))
 		}
 		return
@@ -433,9 +455,14 @@ func (p *Pending) finish(res *jobs.Result, err error) {
 	})
 }
 
-// Close releases the subscription to the reply subject. It is idempotent;
-// Wait calls it once it has the result. After Close, Wait can only return a
-// result it already has or one stored in CORRAL_RESULTS.
+// Close releases the subscriptions. It is idempotent; Wait calls it once
+// it has the result. After Close, Wait can only return a result it already
+// has or one stored in CORRAL_RESULTS, which it then looks up.
 func (p *Pending) Close() {
-	p.closed.Do(func() { _ = p.sub.Unsubscribe() })
+	p.closed.Do(func() {
+		p.closeq.Store(true)
+		for _, s := range p.subs {
+			_ = s.Unsubscribe()
+		}
+	})
 }

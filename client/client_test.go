@@ -65,6 +65,10 @@ func startWorker(t *testing.T, url, queue string) *fakeWorker {
 			res.Steps = append(res.Steps, jobs.StepResult{Name: s.Name, Status: jobs.StatusOK, Stdout: s.Stdin})
 		}
 		out := nats.NewMsg(job.ReplySubject())
+		if job.Labels["reply"] == "refused" {
+			// As a worker whose queue or NATS user refuses reply_to.
+			out.Subject = jobs.ResultSubject(job.ID)
+		}
 		out.Header.Set(jobs.HeaderMsgID, jobs.ResultMsgID(job.ID))
 		out.Data, _ = res.MarshalJSON()
 		if strings.HasPrefix(out.Subject, jobs.SubjectResults) {
@@ -154,6 +158,31 @@ func TestSubmitKeepsIDAndReplyTo(t *testing.T) {
 		if res.ID != ps[i].ID || res.Steps[0].Stdout != ps[i].ID {
 			t.Fatalf("Wait %s got the result of %s (%+v)", ps[i].ID, res.ID, res.Steps)
 		}
+	}
+}
+
+// A worker that may not use a job's reply_to answers on corral.results.ID:
+// Wait gets that result too, as it arrives and, after Close, from the
+// stream. Before, it waited until its context ended.
+func TestWaitResultOnDefaultSubject(t *testing.T) {
+	url, _ := natstest.Server(t)
+	w := startWorker(t, url, jobs.DefaultQueue)
+	c := newClient(t, url)
+	ctx := testCtx(t)
+	refused := map[string]string{"reply": "refused"}
+	res, err := c.Run(ctx, &jobs.Job{ID: "r-1", Cmd: []string{"true"}, ReplyTo: "app.nowhere.r-1", Labels: refused})
+	if err != nil || res.ID != "r-1" || res.Status != jobs.StatusOK {
+		t.Fatalf("Run: %+v, %v", res, err)
+	}
+	p, err := c.Submit(ctx, &jobs.Job{ID: "r-2", Cmd: []string{"true"}, ReplyTo: "app.nowhere.r-2", Labels: refused})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	<-w.published // r-1's
+	<-w.published // r-2's, stored
+	if res, err := p.Wait(ctx); err != nil || res.ID != "r-2" {
+		t.Fatalf("Wait after Close: %+v, %v", res, err)
 	}
 }
 
