@@ -85,6 +85,23 @@ func (nf *natsFlags) connect(name string) (*nats.Conn, *client.Client, error) {
 }
 
 // explainSubmitError turns a failed submit into a one-line hint.
+// warnNoWorker says on stderr, as cmd, when no worker has served queue
+// yet: CORRAL_JOBS takes the job all the same, and it waits, maybe for
+// ever, for a worker of that queue (a typo in --queue, say).
+func warnNoWorker(ctx context.Context, nc *nats.Conn, queue, cmd string) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err = js.Consumer(ctx, jobs.StreamJobs, jobs.ConsumerName(queue))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		fmt.Fprintf(os.Stderr, "corral %s: no worker has served queue %q yet (no consumer %s on %s): the job waits until one does (Ctrl-C or --timeout gives up)\n",
+			cmd, queue, jobs.ConsumerName(queue), jobs.StreamJobs)
+	}
+}
+
 func explainSubmitError(err error, url, queue string) error {
 	if errors.Is(err, client.ErrNoStream) {
 		return fmt.Errorf("no job stream at %s for queue %q: no worker has started there yet (run 'corral up', or 'corral worker --nats %s --queue %s')", url, queue, url, queue)
@@ -123,7 +140,7 @@ Examples:
 		stdin   = fs.String("stdin", "", "file to use as standard input, - for this one's (default: empty)")
 		seccomp = fs.String("seccomp", "", "system call profile: default or strict (default: the queue's)")
 		stream  = fs.Bool("stream", false, "print output live as the job runs (to stderr with --json)")
-		timeout = fs.Duration("timeout", 0, "give up (and cancel the job) after this long; 0 waits as long as the job's own limits allow")
+		timeout = fs.Duration("timeout", 0, "give up (and cancel the job) after this long; 0 waits until the result comes, however long")
 		asJSON  = fs.Bool("json", false, "print the result as JSON instead of the output; do not write collected files")
 		env     listFlag
 		files   listFlag
@@ -234,6 +251,7 @@ Examples:
 		return explainSubmitError(err, *nf.url, *nf.queue)
 	}
 	defer p.Close()
+	warnNoWorker(waitCtx, nc, *nf.queue, "run")
 	res, err := p.Wait(waitCtx)
 	if err != nil {
 		if waitCtx.Err() == nil {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/corralhq/corral/natstest"
+	"github.com/corralhq/corral/worker"
 	"io"
 	"os"
 	"os/exec"
@@ -34,6 +37,23 @@ func corralAt(t *testing.T, dir string, stdin []byte, args ...string) (stdout, s
 		t.Fatal(err)
 	}
 	return out.String(), errb.String(), code
+}
+
+// A job for a queue no worker has served is taken by the stream all the
+// same: run says so at once, then waits (here until --timeout), instead of
+// hanging without a word.
+func TestRunNoWorkerForQueue(t *testing.T) {
+	url, _ := natstest.Server(t)
+	_, js := natstest.Connect(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := worker.EnsureStreams(ctx, js, worker.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := corral(t, "run", "--nats", url, "--queue", "typo", "--timeout", "1s", "--", "true")
+	if code != 1 || !strings.Contains(stderr, `no worker has served queue "typo" yet`) || !strings.Contains(stderr, "no result within 1s") {
+		t.Errorf("code %d, stderr %q", code, stderr)
+	}
 }
 
 // Errors found before talking to a worker need no root.

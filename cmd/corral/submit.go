@@ -198,6 +198,7 @@ func (s *submitter) run(ctx context.Context, in io.Reader, inflight int) error {
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- s.write(ordered) }()
 
+	warnNoWorker(ctx, s.nc, s.queue, "submit")
 	stopProgress := s.progress()
 	defer stopProgress()
 
