@@ -45,10 +45,15 @@ func parseSize(v string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 || f*float64(mult) > 1<<62 {
+	if err != nil || !(f >= 0) || f*float64(mult) > 1<<62 {
 		return 0, fmt.Errorf("invalid size %q (want e.g. 268435456, 256M or 1GiB)", v)
 	}
-	return int64(f * float64(mult)), nil
+	n := int64(f * float64(mult))
+	if n == 0 && f > 0 {
+		// 0 would mean "the default": say so rather than give it.
+		return 0, fmt.Errorf("size %q is less than a byte", v)
+	}
+	return n, nil
 }
 
 // durationMs is a duration flag kept in milliseconds: "2s", "500ms", "1m",
@@ -65,6 +70,10 @@ func (d *durationMs) Set(v string) error {
 	dur, err := time.ParseDuration(v)
 	if err != nil || dur < 0 {
 		return fmt.Errorf("invalid duration %q (want e.g. 2s, 500ms or 1m)", v)
+	}
+	if dur > 0 && dur < time.Millisecond {
+		// 0 would mean "the default": say so rather than give it.
+		return fmt.Errorf("duration %q is less than the limits' unit, a millisecond", v)
 	}
 	*d = durationMs(dur.Milliseconds())
 	return nil
