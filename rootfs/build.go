@@ -206,7 +206,7 @@ func (s *Store) Build(ctx context.Context, name string, opt BuildOptions) (*Imag
 	for _, l := range layers {
 		img.Size += l.Size
 	}
-	old, _ := s.readManifest(name)
+	old, oldErr := s.readManifest(name)
 	b, err := jsonIndent(img)
 	if err != nil {
 		return nil, err
@@ -214,8 +214,12 @@ func (s *Store) Build(ctx context.Context, name string, opt BuildOptions) (*Imag
 	if err := writeFileAtomic(s.manifestPath(name), b, 0o644); err != nil {
 		return nil, fmt.Errorf("write manifest: %w", err)
 	}
-	if old != nil {
-		progress("replaced image %s (was %s)", name, ShortDigest(old.Digest))
+	if old != nil || oldErr != nil && !errors.Is(oldErr, ErrImageNotFound) {
+		if old != nil {
+			progress("replaced image %s (was %s)", name, ShortDigest(old.Digest))
+		} else {
+			progress("replaced image %s (its manifest was unreadable: %v)", name, oldErr)
+		}
 		if err := s.collectLayers(); err != nil {
 			progress("warning: removing unused layers: %v", err)
 		}

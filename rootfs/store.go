@@ -330,8 +330,13 @@ func (s *Store) names() ([]string, error) {
 	return names, nil
 }
 
+// ErrLayersKept: unused layers were not deleted, because some image's
+// manifest could not be read (its layers unknown). The operation that
+// reports it did its own part.
+var ErrLayersKept = errors.New("unused layers kept: a manifest cannot be read")
+
 // Remove deletes the image called name, then every layer that no remaining
-// image uses. Sandboxes that have its layers mounted keep them until they
+// image uses (ErrLayersKept when that cannot be told). Sandboxes that have its layers mounted keep them until they
 // release them.
 func (s *Store) Remove(name string) error {
 	if err := ValidateName(name); err != nil {
@@ -371,7 +376,7 @@ func (s *Store) collectLayers() error {
 			continue
 		}
 		if err != nil {
-			return nil
+			return fmt.Errorf("%w: image %s: %v", ErrLayersKept, n, err)
 		}
 		for _, l := range img.Layers {
 			used[filepath.Base(l.Path)] = true

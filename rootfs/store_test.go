@@ -300,6 +300,31 @@ func TestRemove(t *testing.T) {
 	}
 }
 
+// An unreadable manifest keeps every unused layer (its own are unknown),
+// and Remove says so instead of reporting a clean removal.
+func TestRemoveWithUnreadableManifest(t *testing.T) {
+	store, _ := rootfstest.BusyboxImage(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "app.txt"), []byte("app\n"), 0o644)
+	app, err := store.Build(ctx, "app", rootfs.BuildOptions{From: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(store.Dir(), "images", "busybox.json"), []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Remove("app"); !errors.Is(err, rootfs.ErrLayersKept) || !strings.Contains(err.Error(), "busybox") {
+		t.Errorf("Remove = %v, want ErrLayersKept naming busybox", err)
+	}
+	if _, err := store.Get("app"); !errors.Is(err, rootfs.ErrImageNotFound) {
+		t.Errorf("Get after Remove = %v", err)
+	}
+	if _, err := os.Stat(app.Layers[0].Path); err != nil {
+		t.Errorf("app's layer is gone although unused layers were to be kept: %v", err)
+	}
+}
+
 // Get caches manifests; a rebuild by another store (another process) and a
 // manifest edited in place are still seen, and callers cannot change the
 // cached copy.

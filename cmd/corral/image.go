@@ -324,10 +324,14 @@ release it.`)
 		return err
 	}
 	for _, name := range pos {
-		if err := store.Remove(name); err != nil {
+		err := store.Remove(name)
+		if err != nil && !errors.Is(err, rootfs.ErrLayersKept) {
 			return err
 		}
 		fmt.Println("removed", name)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "corral image rm: warning: %v\n", err)
+		}
 	}
 	return nil
 }
