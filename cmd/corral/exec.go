@@ -87,6 +87,7 @@ Examples:
 		}
 		return err
 	}
+	cleanStaleData(*data)
 	runDir := filepath.Join(*data, "run", strconv.Itoa(os.Getpid()))
 	mounter, err := rootfs.NewMounter(runDir)
 	if err != nil {

@@ -14,8 +14,17 @@ import (
 func TestExec(t *testing.T) {
 	needRoot(t)
 	data := dataDir(t)
+	// What a killed build left (pid above any pid_max): the next image
+	// command removes it.
+	stale := filepath.Join(data, "tmp", "build-99999999-x")
+	if err := os.MkdirAll(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if _, stderr, code := corral(t, "image", "busybox", "bb", "--data", data); code != 0 {
 		t.Fatalf("image busybox: %d %s", code, stderr)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("a dead build's directory is left: %v", err)
 	}
 
 	t.Run("output and exit code", func(t *testing.T) {

@@ -130,6 +130,7 @@ Examples:
 	if err != nil {
 		return err
 	}
+	cleanStaleData(*data)
 	img, err := store.Build(ctx, name, rootfs.BuildOptions{
 		From: *from, Base: *base, Compression: *comp, Progress: progressWriter(*quiet),
 	})
@@ -198,6 +199,7 @@ func buildFromTree(ctx context.Context, data, name, comp string, progress io.Wri
 	if err != nil {
 		return err
 	}
+	cleanStaleData(data)
 	// Named like Build's own scratch dirs, so CleanStale removes it if
 	// this process dies.
 	tmp, err := os.MkdirTemp(filepath.Join(store.Dir(), "tmp"), fmt.Sprintf("build-%d-", os.Getpid()))
@@ -334,4 +336,13 @@ release it.`)
 		}
 	}
 	return nil
+}
+
+// cleanStaleData removes what killed corral processes left in the data
+// directory (their build directories, mounts and loop devices), as a
+// worker does at start; a failure is only a warning.
+func cleanStaleData(data string) {
+	if err := rootfs.CleanStale(data); err != nil {
+		fmt.Fprintf(os.Stderr, "corral: cleaning up what an earlier run left in %s: %v\n", data, err)
+	}
 }
