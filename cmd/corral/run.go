@@ -219,8 +219,17 @@ Examples:
 	}
 	defer nc.Close()
 	if len(job.Files) > 0 || len(job.Stdin)+len(job.StdinB64) > 0 {
-		if b, err := json.Marshal(job); err == nil && int64(len(b)) > nc.MaxPayload() {
-			return fmt.Errorf("the job is %d bytes with its files and stdin, above the server's max payload %d; put large inputs in an object store and reference them with \"object\" (see PROTOCOL.md)", len(b), nc.MaxPayload())
+		// As Submit will send it: with an id (32 characters when
+		// generated), its reply_to, and the Nats-Msg-Id header.
+		probe := *job
+		if probe.ID == "" {
+			probe.ID = strings.Repeat("x", 32)
+		}
+		if probe.ReplyTo == "" {
+			probe.ReplyTo = jobs.ResultSubject(probe.ID)
+		}
+		if b, err := json.Marshal(&probe); err == nil && int64(len(b)+len(probe.ID)+64) > nc.MaxPayload() {
+			return fmt.Errorf("the job is %d bytes with its files and stdin, and its headers, above the server's max payload %d; put large inputs in an object store and reference them with \"object\" (see PROTOCOL.md)", len(b)+len(probe.ID)+64, nc.MaxPayload())
 		}
 	}
 

@@ -56,6 +56,30 @@ func TestRunNoWorkerForQueue(t *testing.T) {
 	}
 }
 
+// A --file that makes the job just too big with its headers is refused by
+// run itself, saying why; before, the raw "maximum payload exceeded" came
+// from the client library.
+func TestRunJobTooLargeWithHeaders(t *testing.T) {
+	url, _ := natstest.Server(t)
+	nc, js := natstest.Connect(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := worker.EnsureStreams(ctx, js, worker.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// The job's JSON is about 400 bytes more than the file: under the
+	// max payload without the headers, over it with them.
+	big := filepath.Join(dir, "big.txt")
+	if err := os.WriteFile(big, []byte(strings.Repeat("x", int(nc.MaxPayload())-150)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := corralAt(t, dir, nil, "run", "--nats", url, "--timeout", "2s", "--file", "big.txt", "--", "true")
+	if code != 1 || !strings.Contains(stderr, "above the server's max payload") || strings.Contains(stderr, "maximum payload exceeded") {
+		t.Errorf("code %d, stderr %q", code, stderr)
+	}
+}
+
 // Errors found before talking to a worker need no root.
 func TestRunLocalErrors(t *testing.T) {
 	_, stderr, code := corral(t, "run", "--nats", "nats://127.0.0.1:1", "--", "true")
