@@ -257,6 +257,15 @@ Examples:
 	}
 	p, err := c.Submit(waitCtx, job)
 	if err != nil {
+		if waitCtx.Err() != nil && jobs.ValidID(job.ID) {
+			// Interrupted while publishing: the server may have stored
+			// the job all the same. Cancel it, as after it was stored.
+			cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			if c.Cancel(cctx, job.ID) == nil {
+				fmt.Fprintf(os.Stderr, "corral run: interrupted while submitting; cancelled job %s in case the server had it\n", job.ID)
+			}
+		}
 		return explainSubmitError(err, *nf.url, *nf.queue)
 	}
 	defer p.Close()
