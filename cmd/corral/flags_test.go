@@ -35,3 +35,19 @@ func TestLimitFlagValues(t *testing.T) {
 		}
 	}
 }
+
+// A line too big to submit keeps its own id in its local result when the
+// id comes first.
+func TestLeadingID(t *testing.T) {
+	for line, want := range map[string]string{
+		`{"id": "big-1", "cmd": ["true"], "stdin": "xxxx`: "big-1",
+		` { "id":"a_b-9","cmd":`:                          "a_b-9",
+		`{"cmd": ["true"], "id": "late"}`:                 "",
+		`{"id": "bad id"}`:                                "",
+		`not json`:                                        "",
+	} {
+		if got := leadingID([]byte(line)); got != want {
+			t.Errorf("%q: %q, want %q", line, got, want)
+		}
+	}
+}

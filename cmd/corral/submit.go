@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -300,6 +301,9 @@ func (s *submitter) dispatch(ctx context.Context, in io.Reader, ordered chan<- *
 		e := &entry{line: lineNo, done: make(chan struct{}), s: s}
 		if size > maxLine {
 			e.id = s.prefix + strconv.Itoa(lineNo)
+			if id := leadingID(line); id != "" {
+				e.id = id // its own, when it comes first: the line is cut
+			}
 			e.localResult(jobs.StatusInternalError, fmt.Sprintf("not submitted: the line is %d bytes, above the server's max payload %d", size, maxLine), false)
 		} else if ferr := s.submit(ctx, e, trimmed); ferr != nil {
 			e.localResult(jobs.StatusInternalError, "not submitted: "+ferr.Error(), false)
@@ -597,4 +601,15 @@ func (s *submitter) drawProgress() {
 	fmt.Fprintf(os.Stderr, "\r\x1b[K[%s%s] %d/%s, %d ok, %d failed, %.1f jobs/s",
 		strings.Repeat("#", filled), strings.Repeat("-", width-filled),
 		done, totalStr, s.ok.Load(), s.failed.Load(), rate)
+}
+
+// leadingIDPattern is a job line that starts with its id.
+var leadingIDPattern = regexp.MustCompile(`^\s*\{\s*"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"`)
+
+// leadingID returns the id a (maybe cut) job line starts with, or "".
+func leadingID(line []byte) string {
+	if m := leadingIDPattern.FindSubmatch(line); m != nil {
+		return string(m[1])
+	}
+	return ""
 }
