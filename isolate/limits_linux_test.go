@@ -633,3 +633,26 @@ func TestMemoryPeakIsPerProcess(t *testing.T) {
 		t.Fatalf("true reports a %d-byte peak: the earlier step's pages were counted", r.Usage.MemoryPeakBytes)
 	}
 }
+
+// A step whose memory limit is below what earlier steps left in the job's
+// files gets memory_limit without running, and the sandbox serves the next
+// step. On cgroup v1 the limit cannot be set (EBUSY): that used to break
+// the sandbox, and the worker ran the job again and again.
+func TestMemoryLimitBelowFiles(t *testing.T) {
+	sb := newTestSandbox(t)
+	r := run(t, sb, jobs.Limits{MemoryBytes: 128 << 20}, "dd", "if=/dev/zero", "of=/tmp/big", "bs=1M", "count=48")
+	if r.Status != jobs.StatusOK {
+		t.Fatalf("write 48 MiB: %+v", r)
+	}
+	r = run(t, sb, jobs.Limits{MemoryBytes: 16 << 20}, "true")
+	if cgroupVersion() == 1 {
+		if r.Status != jobs.StatusMemoryLimit || !strings.Contains(r.Stderr, "not started") {
+			t.Errorf("step under the files' size: %+v", r)
+		}
+	} else if r.Status != jobs.StatusMemoryLimit && r.Status != jobs.StatusOK {
+		t.Errorf("step under the files' size (v2): %+v", r)
+	}
+	if r := run(t, sb, jobs.Limits{MemoryBytes: 128 << 20}, "ls", "/tmp/big"); r.Status != jobs.StatusOK {
+		t.Errorf("the next step: %+v", r)
+	}
+}

@@ -59,6 +59,9 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 		CPUPeriodUs: cpuPeriodUs,
 		CPUQuotaUs:  int64(s.cfg.CPUs * cpuPeriodUs),
 	}); err != nil {
+		if r := belowUsage(s.cg, lim.MemoryBytes); r != nil {
+			return r, nil
+		}
 		return nil, s.fail(fmt.Errorf("isolate: cgroup limits: %w", err))
 	}
 	// v2 kernels before 6.12 cannot reset memory.peak: the peak is then
@@ -181,6 +184,7 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	cpuCheck := time.NewTimer(cpuLimit / time.Duration(numCPU))
 	defer cpuCheck.Stop()
 	var ex exitResult
+	done := ctx.Done()
 wait:
 	for {
 		select {
@@ -190,8 +194,9 @@ wait:
 			kill(killOutput)
 		case <-wall.C:
 			kill(killWall)
-		case <-ctx.Done():
+		case <-done:
 			kill(killCancel)
+			done = nil // once: a closed channel would spin this loop until the exit reply
 		case <-cpuCheck.C:
 			now, err := s.cg.counters()
 			if err != nil {
@@ -279,6 +284,23 @@ type exitResult struct {
 // reason of its own (not the sandbox's): like a shell, 127 for a command
 // not found, 126 for one that cannot be executed or a bad working
 // directory. nil for any other failure.
+// belowUsage is the result of a step whose memory limit is below what the
+// job cgroup already holds: files an earlier step of the job left in its
+// tmpfs (/tmp, /work, /dev/shm) stay charged to it. cgroup v1 refuses such
+// a limit (EBUSY); the step gets memory_limit without running, and the
+// sandbox is fine (v2 takes the limit, and the step is OOM-killed). nil
+// when that is not why setting the limits failed.
+func belowUsage(cg *cgroup, limit int64) *jobs.StepResult {
+	usage, err := cg.memoryUsage()
+	if err != nil || limit <= 0 || usage <= limit {
+		return nil
+	}
+	res := &jobs.StepResult{Status: jobs.StatusMemoryLimit}
+	res.SetStdout(nil)
+	res.SetStderr([]byte(fmt.Sprintf("corral: memory limit %d bytes is below the %d bytes the job already holds (files earlier steps left in /tmp, /work and /dev/shm count): not started\n", limit, usage)))
+	return res
+}
+
 func startFailure(ie *InitError, p Process) *jobs.StepResult {
 	res := &jobs.StepResult{Status: jobs.StatusNonzeroExit, ExitCode: 126}
 	res.SetStdout(nil)
