@@ -40,3 +40,8 @@ var ErrUnsafePath = errors.New("isolate: unsafe path")
 // ErrNoSpace is a file that does not fit the sandbox's writable layer
 // (its disk bytes): the job's own doing, not the sandbox's.
 var ErrNoSpace = errors.New("isolate: no space left in the writable layer")
+
+// ErrBadFile is returned by WriteFiles for a file the job's own list makes
+// impossible to write, such as "d" after "d/f" (a directory) or "a/b"
+// after "a" (a file on the path). The sandbox is fine.
+var ErrBadFile = errors.New("isolate: file cannot be written")

@@ -50,13 +50,19 @@ func (s *Sandbox) WriteFiles(ctx context.Context, files []File) error {
 		if _, err := s.expect(ctx, msgReady); err != nil {
 			var ie *InitError
 			if errors.As(err, &ie) && ie.Step == "put" {
-				if ie.Errno == unix.ELOOP || ie.Errno == unix.EXDEV || ie.Errno == unix.ENOTDIR {
+				switch ie.Errno {
+				case unix.ELOOP, unix.EXDEV:
 					return fmt.Errorf("%w: %q crosses a symlink or a mount (%v)", ErrUnsafePath, f.Path, ie.Errno)
-				}
-				if ie.Errno == unix.ENOSPC || ie.Errno == unix.EFBIG || ie.Errno == unix.EDQUOT {
+				case unix.ENOSPC, unix.EFBIG, unix.EDQUOT:
 					return fmt.Errorf("%w: %q (%d bytes): %v", ErrNoSpace, f.Path, len(f.Data), ie.Errno)
+				case unix.ENOTDIR:
+					return fmt.Errorf("%w: %q: a directory on its path is a file (%v)", ErrBadFile, f.Path, ie.Errno)
+				case unix.EISDIR:
+					return fmt.Errorf("%w: %q is a directory (%v)", ErrBadFile, f.Path, ie.Errno)
 				}
-				return fmt.Errorf("isolate: write %q: %w", f.Path, err)
+				// The init refused this file and is fine: the job's
+				// list is at fault, not the sandbox.
+				return fmt.Errorf("%w: %q: %v", ErrBadFile, f.Path, ie.Errno)
 			}
 			return s.fail(err)
 		}

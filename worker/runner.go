@@ -151,6 +151,8 @@ func writeFiles(ctx context.Context, sb Sandbox, job *jobs.Job, objs ObjectStore
 		return &jobs.RejectError{Field: "files", Reason: err.Error()}
 	case errors.Is(err, isolate.ErrNoSpace):
 		return &jobs.RejectError{Field: "files", Reason: err.Error() + ": they do not fit disk_bytes"}
+	case errors.Is(err, isolate.ErrBadFile):
+		return &jobs.RejectError{Field: "files", Reason: err.Error()}
 	}
 	return err
 }
