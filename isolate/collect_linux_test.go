@@ -1,6 +1,8 @@
 package isolate
 
 import (
+	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"path"
@@ -140,5 +142,40 @@ func TestCollectBudget(t *testing.T) {
 	last := entries[len(entries)-1]
 	if last.Path != "(the rest of /work)" || !strings.Contains(last.Skipped, "collecting stopped after") {
 		t.Errorf("last entry %+v, want the stop", last)
+	}
+}
+
+// Names long enough to fill the reply stop the collect with a note, instead
+// of a reply too big for the parent (which broke the sandbox).
+func TestCollectNamesBudget(t *testing.T) {
+	dir := t.TempDir()
+	long := strings.Repeat("\x01", 240) // 6 bytes each in JSON
+	deep := filepath.Join(dir, long, long, long, long)
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		p := filepath.Join(deep, fmt.Sprintf("%s%03d", long, i))
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	entries, fds, err := collectFiles(fd, []string{"*"}, MaxCollectFiles, nil)
+	closeAll(fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := entries[len(entries)-1]
+	if len(b) > maxReplyNames+4096 || last.Path != "(the rest of /work)" || !strings.Contains(last.Skipped, "fill the reply") {
+		t.Errorf("%d entries, %d bytes of JSON, last %+v", len(entries), len(b), last)
 	}
 }

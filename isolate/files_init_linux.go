@@ -186,8 +186,21 @@ func collectFiles(work int, patterns []string, maxFiles int, stats *collectStats
 	// that makes thousands of fifos must not make the reply too big to
 	// send.
 	skipped, more := 0, 0
+	// The reply must fit the parent's buffer however long and odd the
+	// names (JSON may spend 6 bytes on one byte of a name): each entry
+	// spends its worst case from a budget.
+	budget := maxReplyNames
+	spend := func(rel, why string) bool {
+		cost := 6*len(rel) + len(why) + 64
+		if cost > budget {
+			return false
+		}
+		budget -= cost
+		return true
+	}
+	tooLong := false
 	skip := func(rel, why string) {
-		if skipped++; skipped > maxSkipped {
+		if skipped++; skipped > maxSkipped || !spend(rel, why) {
 			more++
 			return
 		}
@@ -226,6 +239,10 @@ func collectFiles(work int, patterns []string, maxFiles int, stats *collectStats
 			skip(rel, "not a regular file")
 			return nil
 		}
+		if !spend(rel, "") {
+			tooLong = true
+			return fs.SkipAll
+		}
 		if len(fds) >= maxFiles {
 			entries = append(entries, fileEntry{Path: rel, Skipped: fmt.Sprintf("more than %d files", maxFiles)})
 			return fs.SkipAll
@@ -257,8 +274,16 @@ func collectFiles(work int, patterns []string, maxFiles int, stats *collectStats
 	if more > 0 {
 		entries = append(entries, fileEntry{Path: fmt.Sprintf("(%d more)", more), Skipped: "skipped too, not listed"})
 	}
+	if tooLong {
+		entries = append(entries, fileEntry{Path: "(the rest of /work)",
+			Skipped: fmt.Sprintf("the names collected so far fill the reply (%d KiB): collecting stopped", maxReplyNames>>10)})
+	}
 	return entries, fds, nil
 }
+
+// maxReplyNames bounds the bytes a collect's reply spends on names, well
+// inside the parent's receive buffer (recvFds).
+const maxReplyNames = 512 << 10
 
 // maxSkipped bounds the skipped paths a collect lists.
 const maxSkipped = 100

@@ -107,6 +107,11 @@ func (s *Sandbox) Collect(ctx context.Context, patterns []string) ([]Collected, 
 		c := Collected{Path: e.Path, Size: e.Size, Skipped: e.Skipped}
 		if e.Skipped == "" {
 			if len(fds) == 0 {
+				for _, c := range out {
+					if c.File != nil {
+						c.File.Close()
+					}
+				}
 				return nil, s.fail(errors.New("isolate: collect reply lacks an fd"))
 			}
 			c.File = os.NewFile(uintptr(fds[0]), e.Path)

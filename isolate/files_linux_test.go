@@ -99,20 +99,6 @@ ln -s `+hostFile+` hostfile && mkdir sub && ln -s .. sub/up && ln -s / root && e
 			t.Errorf("WriteFiles(%q) through a symlink: %v, want ErrUnsafePath", p, err)
 		}
 	}
-	// A job's list that contradicts itself: the sandbox is fine, the
-	// files are refused (the worker rejects the job).
-	for _, files := range [][]string{{"d/f", "d"}, {"a", "a/b"}} {
-		var fs []File
-		for _, p := range files {
-			fs = append(fs, File{Path: "clash/" + p, Data: []byte("x")})
-		}
-		if err := sb.WriteFiles(ctx, fs); !errors.Is(err, ErrBadFile) {
-			t.Errorf("WriteFiles(%q): %v, want ErrBadFile", files, err)
-		}
-	}
-	if r := run(t, sb, jobs.Limits{}, "true"); r.Status != jobs.StatusOK {
-		t.Errorf("after refused files: %+v", r)
-	}
 	got := collect(t, sb, "*", "sub/up/*", "etcdir/*", "init/*")
 	var names []string
 	for k, v := range got {
@@ -138,6 +124,20 @@ ln -s `+hostFile+` hostfile && mkdir sub && ln -s .. sub/up && ln -s / root && e
 	}
 	if got := collect(t, sb, "*"); len(got) != 0 {
 		t.Fatalf("collected after reset: %v", got)
+	}
+	// A job's list that contradicts itself: the sandbox is fine, the
+	// files are refused (the worker rejects the job).
+	for _, files := range [][]string{{"d/f", "d"}, {"a", "a/b"}} {
+		var fs []File
+		for _, p := range files {
+			fs = append(fs, File{Path: "clash/" + p, Data: []byte("x")})
+		}
+		if err := sb.WriteFiles(ctx, fs); !errors.Is(err, ErrBadFile) {
+			t.Errorf("WriteFiles(%q): %v, want ErrBadFile", files, err)
+		}
+	}
+	if r := run(t, sb, jobs.Limits{}, "true"); r.Status != jobs.StatusOK {
+		t.Errorf("after refused files: %+v", r)
 	}
 }
 

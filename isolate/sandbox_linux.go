@@ -304,7 +304,7 @@ func (s *Sandbox) fail(err error) error {
 func (s *Sandbox) recvFds() (*message, []int, error) {
 	buf := make([]byte, 1<<20)
 	oob := make([]byte, unix.CmsgSpace(4*maxCollectFds))
-	n, oobn, _, _, err := s.conn.ReadMsgUnix(buf, oob)
+	n, oobn, flags, _, err := s.conn.ReadMsgUnix(buf, oob)
 	if err != nil || n == 0 {
 		if err == nil {
 			err = ErrClosed
@@ -320,10 +320,15 @@ func (s *Sandbox) recvFds() (*message, []int, error) {
 		for _, scm := range scms {
 			got, err := unix.ParseUnixRights(&scm)
 			if err != nil {
+				closeAll(fds)
 				return nil, nil, s.fail(err)
 			}
 			fds = append(fds, got...)
 		}
+	}
+	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+		closeAll(fds)
+		return nil, nil, s.fail(fmt.Errorf("isolate: message from init cut (flags %#x)", flags))
 	}
 	m := new(message)
 	if err := json.Unmarshal(buf[:n], m); err != nil {
