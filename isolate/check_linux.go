@@ -357,7 +357,7 @@ func probeCgroup() (cgroupProbe, error) {
 		case err != nil:
 			p.intoCgroup = "clone into the test cgroup: " + err.Error()
 		case in && strings.Contains(got, "::/"+strings.TrimPrefix(c.dirs[0], cgroupfsRoot+"/")+"\n"):
-			p.intoCgroup = "job processes are cloned into their cgroup (CLONE_INTO_CGROUP)"
+			p.intoCgroup = "CLONE_INTO_CGROUP works for host root; a sandbox's init, root only in its user namespace, falls back to its job processes writing themselves into cgroup.procs when the kernel refuses it"
 		default:
 			p.intoCgroup = "no CLONE_INTO_CGROUP (Linux 5.7+): job processes write themselves into cgroup.procs"
 		}

@@ -383,10 +383,15 @@ static long clone_raw(unsigned long flags, char *stack, int (*fn)(void *), void 
 			pid = clone3_run(&a, sizeof(a), fn, arg);
 			if (pid < 0) {
 				err = (int)-pid;
-				// Kernels before 5.7 (E2BIG for the larger struct):
-				// from now on the child writes itself in. Other
-				// errors (a cgroup the kernel refuses) only this once.
-				if (err == E2BIG || err == ENOSYS) into_cgroup_unavailable = 1;
+				// Kernels before 5.7 (E2BIG for the larger struct),
+				// and a caller the kernel will never let clone there:
+				// the init is root only in its user namespace, so the
+				// cgroup's files (host root's) refuse it (EACCES,
+				// EPERM), and a namespace-delegating hierarchy hides
+				// the target (ENOENT). From now on the child writes
+				// itself in. Other errors only this once.
+				if (err == E2BIG || err == ENOSYS || err == EACCES || err == EPERM || err == ENOENT)
+					into_cgroup_unavailable = 1;
 				s->in_cgroup = 0;
 				a.flags &= ~CORRAL_CLONE_INTO_CGROUP;
 				a.cgroup = 0;
