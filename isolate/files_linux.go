@@ -15,8 +15,8 @@ import (
 func (s *Sandbox) WriteFiles(ctx context.Context, files []File) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.broken != nil {
-		return s.broken
+	if err := s.brokenErr(); err != nil {
+		return err
 	}
 	if s.resetting {
 		return errResetting
@@ -76,8 +76,8 @@ func (s *Sandbox) WriteFiles(ctx context.Context, files []File) error {
 func (s *Sandbox) Collect(ctx context.Context, patterns []string) ([]Collected, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.broken != nil {
-		return nil, s.broken
+	if err := s.brokenErr(); err != nil {
+		return nil, err
 	}
 	if s.resetting {
 		return nil, errResetting

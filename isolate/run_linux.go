@@ -33,8 +33,8 @@ const (
 func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.broken != nil {
-		return nil, s.broken
+	if err := s.brokenErr(); err != nil {
+		return nil, err
 	}
 	if len(p.Argv) == 0 {
 		return nil, errors.New("isolate: empty argv")

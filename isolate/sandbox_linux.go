@@ -50,7 +50,11 @@ type Sandbox struct {
 	// closed at the next reset.
 	pipes  *outputPipes
 	spent  []*os.File
-	broken error // set when the init is gone or out of step
+	// broken is set when the init is gone or out of step (fail), also
+	// from a run's reply reader while the run's loop may kill: its own
+	// lock.
+	brokenMu sync.Mutex
+	broken   error
 	resets ResetStats
 	done   chan struct{}
 	closed bool
@@ -294,10 +298,19 @@ func (s *Sandbox) sendPacket(what string, b []byte, fds []int) error {
 }
 
 func (s *Sandbox) fail(err error) error {
+	s.brokenMu.Lock()
+	defer s.brokenMu.Unlock()
 	if s.broken == nil {
 		s.broken = err
 	}
 	return err
+}
+
+// brokenErr is what made the sandbox unusable, or nil.
+func (s *Sandbox) brokenErr() error {
+	s.brokenMu.Lock()
+	defer s.brokenMu.Unlock()
+	return s.broken
 }
 
 // recvFds reads the init's next message and the fds it carries.
@@ -388,8 +401,8 @@ func (s *Sandbox) expect(ctx context.Context, kind string) (*message, error) {
 func (s *Sandbox) Reset(ctx context.Context, diskBytes int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.broken != nil {
-		return s.broken
+	if err := s.brokenErr(); err != nil {
+		return err
 	}
 	if diskBytes <= 0 {
 		diskBytes = s.cfg.DiskBytes
