@@ -107,6 +107,8 @@ func (c Config) Validate() error {
 		return errors.New("isolate: DiskBytes is negative")
 	case c.CPUs <= 0:
 		return errors.New("isolate: CPUs must be positive")
+	case c.CPUs < minCPUs:
+		return fmt.Errorf("isolate: CPUs %g is below %g: the kernel takes no CFS quota under 1 ms per 10 ms period", c.CPUs, minCPUs)
 	}
 	for name := range c.EtcFiles {
 		if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
@@ -120,3 +122,7 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// minCPUs is the smallest CPU bandwidth the kernel takes: a CFS quota of at
+// least 1 ms per period (the sandboxes' period is 10 ms).
+const minCPUs = 0.1

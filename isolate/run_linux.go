@@ -57,7 +57,7 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 		MemoryBytes: lim.MemoryBytes,
 		Pids:        lim.Pids,
 		CPUPeriodUs: cpuPeriodUs,
-		CPUQuotaUs:  int64(s.cfg.CPUs * cpuPeriodUs),
+		CPUQuotaUs:  cpuQuotaUs(s.cfg.CPUs),
 	}); err != nil {
 		if r := belowUsage(s.cg, lim.MemoryBytes); r != nil {
 			return r, nil

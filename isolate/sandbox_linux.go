@@ -48,16 +48,16 @@ type Sandbox struct {
 	// pipes are the next process's output pipes, made after a reset
 	// (nil: Run makes them); spent, the read ends of those used since,
 	// closed at the next reset.
-	pipes  *outputPipes
-	spent  []*os.File
+	pipes *outputPipes
+	spent []*os.File
 	// broken is set when the init is gone or out of step (fail), also
 	// from a run's reply reader while the run's loop may kill: its own
 	// lock.
 	brokenMu sync.Mutex
 	broken   error
-	resets ResetStats
-	done   chan struct{}
-	closed bool
+	resets   ResetStats
+	done     chan struct{}
+	closed   bool
 }
 
 // New starts a sandbox: its cgroup, its init and the init's mounts. The cost
@@ -90,7 +90,7 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		MemoryBytes: jobs.DefaultLimits().MemoryBytes,
 		Pids:        jobs.DefaultLimits().Pids,
 		CPUPeriodUs: cpuPeriodUs,
-		CPUQuotaUs:  int64(math.Ceil(cfg.CPUs * cpuPeriodUs)),
+		CPUQuotaUs:  cpuQuotaUs(cfg.CPUs),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("isolate: cgroup: %w", err)
@@ -259,6 +259,10 @@ func (s *Sandbox) nextProfile() SeccompProfile {
 // cpuPeriodUs is the CFS period: short, so that one job's quota debt
 // delays the next one by little (KERNEL-NOTES).
 const cpuPeriodUs = 10000
+
+// cpuQuotaUs is the CFS quota per period for cpus CPUs, rounded up to a
+// whole microsecond, the same wherever it is set.
+func cpuQuotaUs(cpus float64) int64 { return int64(math.Ceil(cpus * cpuPeriodUs)) }
 
 // ID returns the sandbox's id.
 func (s *Sandbox) ID() string { return s.cfg.ID }
