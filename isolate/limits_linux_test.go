@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -654,5 +655,36 @@ func TestMemoryLimitBelowFiles(t *testing.T) {
 	}
 	if r := run(t, sb, jobs.Limits{MemoryBytes: 128 << 20}, "ls", "/tmp/big"); r.Status != jobs.StatusOK {
 		t.Errorf("the next step: %+v", r)
+	}
+}
+
+// An init that stops answering (here: stopped) after a kill was sent is
+// killed itself after killGrace, and the run fails with the sandbox
+// broken, instead of waiting for ever.
+func TestHungInitAfterKill(t *testing.T) {
+	grace := killGrace
+	killGrace = 300 * time.Millisecond
+	t.Cleanup(func() { killGrace = grace })
+	sb := newTestSandbox(t)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		sb.cmd.Process.Signal(syscall.SIGSTOP)
+	}()
+	done := make(chan error, 1)
+	go func() {
+		_, err := sb.Run(context.Background(), Process{Argv: []string{"sleep", "5"}, Env: DefaultEnv, Limits: jobs.Limits{WallTimeMs: 300}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "init") {
+			t.Errorf("Run: %v, want the init's failure", err)
+		}
+	case <-time.After(10 * time.Second):
+		sb.cmd.Process.Kill()
+		t.Fatal("Run still waits 10 s after its wall limit")
+	}
+	if _, err := sb.Run(context.Background(), Process{Argv: []string{"true"}, Env: DefaultEnv}); err == nil {
+		t.Error("the sandbox still runs after its init was killed")
 	}
 }

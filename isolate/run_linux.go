@@ -185,11 +185,37 @@ func (s *Sandbox) Run(ctx context.Context, p Process) (*jobs.StepResult, error) 
 	defer cpuCheck.Stop()
 	var ex exitResult
 	done := ctx.Done()
+	// Once a kill is sent, the init has killGrace to report the exit; an
+	// init that does not (hung, or out of step) is killed with its pid
+	// namespace, and the sandbox reported broken.
+	var grace <-chan time.Time
+	var graceTimer *time.Timer
+	defer func() {
+		if graceTimer != nil {
+			graceTimer.Stop()
+		}
+	}()
+	sendKill := kill
+	kill = func(r killReason) {
+		sendKill(r)
+		if graceTimer == nil {
+			graceTimer = time.NewTimer(killGrace)
+			grace = graceTimer.C
+		}
+	}
 wait:
 	for {
 		select {
 		case ex = <-exited:
 			break wait
+		case <-grace:
+			// The reply reader then fails: ex.err.
+			_ = s.fail(fmt.Errorf("isolate: the init did not report the end of a killed process within %v", killGrace))
+			s.conn.Close()
+			if s.cmd != nil && s.cmd.Process != nil {
+				_ = s.cmd.Process.Kill()
+			}
+			grace = nil
 		case <-overflow:
 			kill(killOutput)
 		case <-wall.C:
@@ -284,6 +310,10 @@ type exitResult struct {
 // reason of its own (not the sandbox's): like a shell, 127 for a command
 // not found, 126 for one that cannot be executed or a bad working
 // directory. nil for any other failure.
+// killGrace is how long the init has to report the end of a process it was
+// told to kill before the sandbox counts as broken.
+var killGrace = 10 * time.Second
+
 // belowUsage is the result of a step whose memory limit is below what the
 // job cgroup already holds: files an earlier step of the job left in its
 // tmpfs (/tmp, /work, /dev/shm) stay charged to it. cgroup v1 refuses such
