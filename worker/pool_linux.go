@@ -267,7 +267,11 @@ func (p *sandboxPool) put(ps *pooled, healthy bool) {
 		defer p.resets.Done()
 		start := time.Now()
 		kept := ps.ResetStats().Kept
-		if err := ps.Reset(context.Background(), p.cfg.DiskBytes); err != nil {
+		// Bounded: a reset takes milliseconds; an init stuck in one
+		// would otherwise hold a slot, and Stop, for ever.
+		ctx, cancel := context.WithTimeout(context.Background(), resetTimeout)
+		defer cancel()
+		if err := ps.Reset(ctx, p.cfg.DiskBytes); err != nil {
 			p.cfg.Log.Warn("sandbox reset failed", zap.String("sandbox", ps.ID()), zap.Error(err))
 			p.put(ps, false)
 			return
@@ -291,6 +295,9 @@ func (p *sandboxPool) put(ps *pooled, healthy bool) {
 		p.mu.Unlock()
 	}()
 }
+
+// resetTimeout bounds a sandbox's reset after a job.
+const resetTimeout = 30 * time.Second
 
 func (p *sandboxPool) destroy(ps *pooled) {
 	if err := ps.Close(); err != nil {
