@@ -688,3 +688,21 @@ func TestHungInitAfterKill(t *testing.T) {
 		t.Error("the sandbox still runs after its init was killed")
 	}
 }
+
+// Alive tells a sandbox whose init died while idle (the pool replaces it
+// before a job gets it) from a working one.
+func TestAlive(t *testing.T) {
+	sb := newTestSandbox(t)
+	if !sb.Alive() {
+		t.Fatal("a new sandbox is not alive")
+	}
+	if r := run(t, sb, jobs.Limits{}, "true"); r.Status != jobs.StatusOK {
+		t.Fatalf("%+v", r)
+	}
+	sb.cmd.Process.Kill()
+	for deadline := time.Now().Add(5 * time.Second); sb.Alive(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a sandbox whose init was killed is still alive")
+		}
+	}
+}

@@ -58,6 +58,10 @@ type Sandbox struct {
 	resets   ResetStats
 	done     chan struct{}
 	closed   bool
+	// netns is the init's network namespace, opened as soon as the init
+	// started (its pid cannot have been reused yet): NetNSPath names it
+	// through this fd, not through a pid.
+	netns *os.File
 }
 
 // New starts a sandbox: its cgroup, its init and the init's mounts. The cost
@@ -172,6 +176,9 @@ func New(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
 		_ = s.cmd.Wait()
 		close(s.done)
 	}()
+	if s.netns, err = os.Open(fmt.Sprintf("/proc/%d/ns/net", s.cmd.Process.Pid)); err != nil {
+		return nil, fmt.Errorf("isolate: the init's network namespace: %w", err)
+	}
 	progs := make(map[SeccompProfile][]unix.SockFilter)
 	var sysv, inet []SeccompProfile
 	for _, p := range []SeccompProfile{SeccompDefault, SeccompStrict} {
@@ -268,10 +275,22 @@ func cpuQuotaUs(cpus float64) int64 { return int64(math.Ceil(cpus * cpuPeriodUs)
 func (s *Sandbox) ID() string { return s.cfg.ID }
 
 // NetNSPath is the host path of the sandbox's network namespace (its init's),
-// for wiring a network into it from the host. It has only loopback until
-// someone does.
+// for wiring a network into it from the host: an fd of this process kept
+// from New, so it names that namespace however long the sandbox lives. It
+// has only loopback until someone does.
 func (s *Sandbox) NetNSPath() string {
-	return fmt.Sprintf("/proc/%d/ns/net", s.cmd.Process.Pid)
+	return fmt.Sprintf("/proc/self/fd/%d", s.netns.Fd())
+}
+
+// Alive reports whether the sandbox's init still runs and nothing broke
+// it: an idle sandbox whose init died is told apart before a job gets it.
+func (s *Sandbox) Alive() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	return s.brokenErr() == nil
 }
 
 func (s *Sandbox) send(m *message, fds []int) error {
@@ -516,6 +535,9 @@ func (s *Sandbox) Close() error {
 		if err := os.Remove(s.stage); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
+	}
+	if s.netns != nil {
+		s.netns.Close()
 	}
 	return errors.Join(errs...)
 }

@@ -33,6 +33,9 @@ func (s *Sandbox) ResetStats() ResetStats { return ResetStats{} }
 // Close does nothing.
 func (s *Sandbox) Close() error { return nil }
 
+// Alive reports false.
+func (s *Sandbox) Alive() bool { return false }
+
 // RunInit exits: there is no sandbox init off Linux.
 func RunInit() {
 	fmt.Fprintln(os.Stderr, ErrUnsupported)

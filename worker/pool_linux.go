@@ -145,11 +145,16 @@ func (p *sandboxPool) get(ctx context.Context, image string, egress bool) (*pool
 		if list := p.idle[key]; len(list) > 0 {
 			ps := list[len(list)-1]
 			p.idle[key] = list[:len(list)-1]
-			if ps.digest == img.Digest {
+			if ps.digest == img.Digest && ps.Alive() {
 				p.mu.Unlock()
 				return ps, nil
 			}
-			// The image was rebuilt: this sandbox runs the old one.
+			// The image was rebuilt (this sandbox runs the old one), or
+			// the sandbox's init died while it waited: a job would
+			// only get internal_error from it.
+			if !ps.Alive() {
+				p.cfg.Log.Warn("an idle sandbox's init died; replacing it", zap.String("sandbox", ps.ID()))
+			}
 			p.total--
 			p.mu.Unlock()
 			p.destroy(ps)
