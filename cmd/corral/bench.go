@@ -69,7 +69,8 @@ worker and its sandboxes and the memory per warm sandbox.
 this process, as 'corral up' does; --nats only submits to a running
 deployment (no CPU or memory numbers then). --floor also times the bare
 vfork+exec loop of /bin/true with the same parallelism, for comparison, and
-says whether the fast path's targets are met (jobs/s at least 0.6 of the
+(embedded) the same runs in as many warm sandboxes without the queue, the
+most the jobs could reach on this machine, and says whether the fast path's targets are met (jobs/s at least 0.6 of the
 floor's runs/s with several jobs in flight; latency p50 at most the floor's
 p50 + 1.5 ms with one); --rounds splits the run into rounds, each followed by
 its share of the floor, and judges by the median round.`)
@@ -274,6 +275,20 @@ its share of the floor, and judges by the median round.`)
 				RunsPerS:  float64(runs) / ge.elapsed.Seconds(),
 				LatencyMs: latencyStats(ge.lat),
 			},
+		}
+		if *natsURL == "" {
+			if progress {
+				fmt.Fprintf(os.Stderr, "floor: %d runs of /bin/true in %d warm sandboxes, no queue\n", runs, threads)
+			}
+			sf, err := sandboxFloor(ctx, *data, *image, threads, runs)
+			if err != nil {
+				return err
+			}
+			f.Sandboxes = &benchFloorSandboxes{
+				RunsPerS:  float64(runs) / sf.elapsed.Seconds(),
+				LatencyMs: latencyStats(sf.lat),
+			}
+			f.Sandboxes.RatioToFloor = round3(f.Sandboxes.RunsPerS / f.RunsPerS)
 		}
 		f.RatioJobsPerS = rep.JobsPerS / f.RunsPerS
 		f.LatencyP50OverFloorMs = rep.LatencyMs.P50 - f.LatencyMs.P50
@@ -728,13 +743,17 @@ type benchMemory struct {
 }
 
 type benchFloor struct {
-	Runs                  int          `json:"runs"`
-	Threads               int          `json:"threads"`
-	RunsPerS              float64      `json:"runs_per_s"`
-	LatencyMs             benchStats   `json:"latency_ms"`
-	GoExec                benchFloorGo `json:"go_exec"`
-	RatioJobsPerS         float64      `json:"ratio_jobs_per_s"`
-	LatencyP50OverFloorMs float64      `json:"latency_p50_minus_floor_ms"`
+	Runs      int          `json:"runs"`
+	Threads   int          `json:"threads"`
+	RunsPerS  float64      `json:"runs_per_s"`
+	LatencyMs benchStats   `json:"latency_ms"`
+	GoExec    benchFloorGo `json:"go_exec"`
+	// Sandboxes: the same runs of /bin/true in warm sandboxes (as many as
+	// the floor's threads), every layer on, without the queue (embedded
+	// only): the sandboxes' ceiling on this machine.
+	Sandboxes             *benchFloorSandboxes `json:"sandboxes,omitempty"`
+	RatioJobsPerS         float64              `json:"ratio_jobs_per_s"`
+	LatencyP50OverFloorMs float64              `json:"latency_p50_minus_floor_ms"`
 	// With --rounds: each round's jobs against the floor run right after
 	// them, and the medians, which the targets are judged by.
 	Rounds                      []benchRound `json:"rounds,omitempty"`
@@ -769,6 +788,15 @@ func boolInt(b bool) int {
 type benchFloorGo struct {
 	RunsPerS  float64    `json:"runs_per_s"`
 	LatencyMs benchStats `json:"latency_ms"`
+}
+
+// benchFloorSandboxes is the floor's loop run in sandboxes (benchFloor).
+type benchFloorSandboxes struct {
+	RunsPerS  float64    `json:"runs_per_s"`
+	LatencyMs benchStats `json:"latency_ms"`
+	// RatioToFloor is RunsPerS over the floor's: the most the jobs' ratio
+	// could be if the queue cost nothing.
+	RatioToFloor float64 `json:"ratio_to_floor"`
 }
 
 func benchMachineInfo() benchMachine {
@@ -1245,6 +1273,9 @@ func (r *benchReport) print(w io.Writer) {
 	if f := r.Floor; f != nil {
 		fmt.Fprintf(tw, "floor\tvfork+exec /bin/true, %d runs in %d threads: %.1f runs/s, p50 %.3f ms, p99 %.3f ms\n", f.Runs, f.Threads, f.RunsPerS, f.LatencyMs.P50, f.LatencyMs.P99)
 		fmt.Fprintf(tw, "\tGo os/exec: %.1f runs/s, p50 %.3f ms, p99 %.3f ms\n", f.GoExec.RunsPerS, f.GoExec.LatencyMs.P50, f.GoExec.LatencyMs.P99)
+		if sf := f.Sandboxes; sf != nil {
+			fmt.Fprintf(tw, "\tin %d warm sandboxes, no queue: %.1f runs/s (%.3f of the floor: the most the jobs could reach), p50 %.3f ms\n", f.Threads, sf.RunsPerS, sf.RatioToFloor, sf.LatencyMs.P50)
+		}
 		fmt.Fprintf(tw, "vs floor\tjobs/s ÷ floor runs/s = %.3f; latency p50 − floor p50 = %.3f ms\n", f.RatioJobsPerS, f.LatencyP50OverFloorMs)
 		ratio, over := f.RatioJobsPerS, f.LatencyP50OverFloorMs
 		if len(f.Rounds) > 0 {

@@ -67,6 +67,8 @@ func TestBenchEmbedded(t *testing.T) {
 	}
 	if f := rep.Floor; f == nil || f.Runs != 30 || f.Threads != 2 || f.RunsPerS <= 0 || f.LatencyMs.P50 <= 0 || f.GoExec.RunsPerS <= 0 || f.RatioJobsPerS <= 0 {
 		t.Errorf("floor = %+v", rep.Floor)
+	} else if sf := f.Sandboxes; sf == nil || sf.RunsPerS <= 0 || sf.LatencyMs.P50 <= 0 || sf.RatioToFloor <= 0 {
+		t.Errorf("floor in sandboxes = %+v", f.Sandboxes)
 	}
 	m := rep.Machine
 	if m.Nproc <= 0 || m.Kernel == "" || (m.CgroupVersion != 1 && m.CgroupVersion != 2) || m.Date == "" {
