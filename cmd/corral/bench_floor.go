@@ -97,6 +97,7 @@ static int corral_floor(int threads, int runs, int64_t *lat, int64_t *elapsed) {
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"os/exec"
 	"sync"
@@ -139,12 +140,19 @@ func goExecFloor(threads, runs int) (floorRun, error) {
 	if runs <= 0 {
 		return floorRun{}, nil
 	}
-	if threads < 1 {
-		threads = 1
+	fr, err := timedRuns(max(1, min(threads, runs)), runs, func(int) error {
+		return exec.Command("/bin/true").Run()
+	})
+	if err != nil {
+		return floorRun{}, fmt.Errorf("go exec floor: %w", err)
 	}
-	if threads > runs {
-		threads = runs
-	}
+	return fr, nil
+}
+
+// timedRuns calls run runs times from threads goroutines (run gets the
+// goroutine's number), timing each call and the whole; the first error
+// of each goroutine stops it.
+func timedRuns(threads, runs int, run func(thread int) error) (floorRun, error) {
 	fr := floorRun{lat: make([]time.Duration, runs)}
 	var wg sync.WaitGroup
 	errs := make([]error, threads)
@@ -158,24 +166,19 @@ func goExecFloor(threads, runs int) (floorRun, error) {
 		part := fr.lat[off : off+n]
 		off += n
 		wg.Add(1)
-		go func(i int, part []time.Duration) {
+		go func() {
 			defer wg.Done()
 			for j := range part {
 				t0 := time.Now()
-				if err := exec.Command("/bin/true").Run(); err != nil {
+				if err := run(i); err != nil {
 					errs[i] = err
 					return
 				}
 				part[j] = time.Since(t0)
 			}
-		}(i, part)
+		}()
 	}
 	wg.Wait()
 	fr.elapsed = time.Since(start)
-	for _, err := range errs {
-		if err != nil {
-			return floorRun{}, fmt.Errorf("go exec floor: %w", err)
-		}
-	}
-	return fr, nil
+	return fr, errors.Join(errs...)
 }

@@ -6,8 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"time"
 
 	"github.com/corralhq/corral/isolate"
 	"github.com/corralhq/corral/jobs"
@@ -68,41 +66,15 @@ func sandboxFloor(ctx context.Context, data, image string, threads, runs int) (f
 			return floorRun{}, fmt.Errorf("sandbox floor: /bin/true: %v %v", err, r)
 		}
 	}
-	fr := floorRun{lat: make([]time.Duration, runs)}
-	errs := make([]error, threads)
-	var wg sync.WaitGroup
-	off := 0
-	start := time.Now()
-	for i, sb := range sbs {
-		n := runs / threads
-		if i < runs%threads {
-			n++
+	fr, err := timedRuns(threads, runs, func(i int) error {
+		r, err := sbs[i].Run(ctx, p)
+		if err == nil && r.Status != jobs.StatusOK {
+			err = fmt.Errorf("status %s", r.Status)
 		}
-		part := fr.lat[off : off+n]
-		off += n
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range part {
-				t0 := time.Now()
-				r, err := sb.Run(ctx, p)
-				if err == nil && r.Status != jobs.StatusOK {
-					err = fmt.Errorf("status %s", r.Status)
-				}
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				part[j] = time.Since(t0)
-			}
-		}()
-	}
-	wg.Wait()
-	fr.elapsed = time.Since(start)
-	for _, err := range errs {
-		if err != nil {
-			return floorRun{}, fmt.Errorf("sandbox floor: %w", err)
-		}
+		return err
+	})
+	if err != nil {
+		return floorRun{}, fmt.Errorf("sandbox floor: %w", err)
 	}
 	return fr, nil
 }
