@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/corralhq/corral/natstest"
 	"github.com/corralhq/corral/worker"
+	"github.com/nats-io/nats.go"
 	"io"
 	"os"
 	"os/exec"
@@ -39,17 +40,25 @@ func corralAt(t *testing.T, dir string, stdin []byte, args ...string) (stdout, s
 	return out.String(), errb.String(), code
 }
 
-// A job for a queue no worker has served is taken by the stream all the
-// same: run says so at once, then waits (here until --timeout), instead of
-// hanging without a word.
-func TestRunNoWorkerForQueue(t *testing.T) {
+// streamsOnly starts a NATS server with corral's streams and no worker, and
+// connects to it.
+func streamsOnly(t *testing.T) (string, *nats.Conn) {
+	t.Helper()
 	url, _ := natstest.Server(t)
-	_, js := natstest.Connect(t, url)
+	nc, js := natstest.Connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := worker.EnsureStreams(ctx, js, worker.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
+	return url, nc
+}
+
+// A job for a queue no worker has served is taken by the stream all the
+// same: run says so at once, then waits (here until --timeout), instead of
+// hanging without a word.
+func TestRunNoWorkerForQueue(t *testing.T) {
+	url, _ := streamsOnly(t)
 	_, stderr, code := corral(t, "run", "--nats", url, "--queue", "typo", "--timeout", "1s", "--", "true")
 	if code != 1 || !strings.Contains(stderr, `no worker has served queue "typo" yet`) || !strings.Contains(stderr, "no result within 1s") {
 		t.Errorf("code %d, stderr %q", code, stderr)
@@ -60,13 +69,7 @@ func TestRunNoWorkerForQueue(t *testing.T) {
 // run itself, saying why; before, the raw "maximum payload exceeded" came
 // from the client library.
 func TestRunJobTooLargeWithHeaders(t *testing.T) {
-	url, _ := natstest.Server(t)
-	nc, js := natstest.Connect(t, url)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := worker.EnsureStreams(ctx, js, worker.StreamConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	url, nc := streamsOnly(t)
 	dir := t.TempDir()
 	// The job's JSON is about 400 bytes more than the file: under the
 	// max payload without the headers, over it with them.
