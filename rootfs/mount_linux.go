@@ -93,7 +93,8 @@ func (m *Mounter) Dir() string { return m.dir }
 // once, at its topmost place, which leaves the merged tree the same), and
 // the function that drops the references; release may be called more than
 // once. A layer that is not a whole squashfs file gives an error wrapping
-// ErrCorruptImage, and leaves no loop device or mount behind.
+// ErrCorruptImage, one whose file is gone ErrImageChanged; neither leaves a
+// loop device or mount behind.
 func (m *Mounter) Acquire(img *Image) (lower []string, release func(), err error) {
 	if img == nil || len(img.Layers) == 0 {
 		return nil, nil, fmt.Errorf("%w: image has no layers", ErrCorruptImage)
@@ -204,6 +205,9 @@ func (m *Mounter) Close() error {
 // no loop device, no mount, no target directory.
 func mountLayer(file, target string) error {
 	f, err := os.Open(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: layer %s is gone", ErrImageChanged, file)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrCorruptImage, file, err)
 	}

@@ -662,3 +662,40 @@ func TestBuildSourceQuirks(t *testing.T) {
 		t.Errorf("the same tar built twice gave layers %s and %s", digests[0], digests[1])
 	}
 }
+
+// An image read before it was rebuilt (or removed) names a layer file that
+// is gone: Acquire says so (ErrImageChanged, read the image again), not
+// that the image is corrupt, and leaves nothing mounted.
+func TestAcquireAfterRebuild(t *testing.T) {
+	tree := buildTree(t)
+	store, err := rootfs.OpenStore(filepath.Join(t.TempDir(), "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := store.Build(context.Background(), "img", rootfs.BuildOptions{From: tree})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "new.txt"), []byte("new\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Build(context.Background(), "img", rootfs.BuildOptions{From: tree}); err != nil {
+		t.Fatal(err)
+	}
+	m := rootfstest.Mounter(t)
+	if _, _, err := m.Acquire(old); !errors.Is(err, rootfs.ErrImageChanged) || errors.Is(err, rootfs.ErrCorruptImage) {
+		t.Errorf("Acquire of the image as it was: %v, want ErrImageChanged", err)
+	}
+	if n := m.Mounted(); n != 0 {
+		t.Errorf("%d layers left mounted", n)
+	}
+	fresh, err := store.Get("img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, release, err := m.Acquire(fresh)
+	if err != nil {
+		t.Fatalf("Acquire of the image read again: %v", err)
+	}
+	release()
+}

@@ -34,6 +34,9 @@ var (
 	// ErrCorruptImage: a manifest or a layer is unreadable, truncated, not
 	// squashfs, or does not match its digest.
 	ErrCorruptImage = errors.New("corrupt image")
+	// ErrImageChanged: a layer file of the image is gone: the image was
+	// removed or rebuilt since it was read. Read it again.
+	ErrImageChanged = errors.New("image removed or rebuilt meanwhile")
 	// ErrUnsupported: mounting images needs Linux.
 	ErrUnsupported = errors.New("not supported on this platform")
 )

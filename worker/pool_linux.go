@@ -225,6 +225,15 @@ func (p *sandboxPool) notify() {
 func (p *sandboxPool) create(ctx context.Context, img *rootfs.Image, idx int, egress bool) (*pooled, error) {
 	start := time.Now()
 	lower, release, err := p.cfg.Mounter.Acquire(img)
+	if errors.Is(err, rootfs.ErrImageChanged) {
+		// Removed or rebuilt since the pool read it: read it again, once.
+		fresh, gerr := p.cfg.Store.Get(img.Name)
+		if gerr != nil {
+			return nil, errImage{gerr}
+		}
+		img = fresh
+		lower, release, err = p.cfg.Mounter.Acquire(img)
+	}
 	if err != nil {
 		if errors.Is(err, rootfs.ErrCorruptImage) {
 			return nil, errImage{err}
