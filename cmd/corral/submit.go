@@ -429,6 +429,11 @@ func (s *submitter) submit(ctx context.Context, e *entry, body []byte) error {
 	e.mu.Unlock()
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(jobs.StreamJobs))
 	if err != nil {
+		if ctx.Err() != nil {
+			// Interrupted while publishing: the server may have stored
+			// the job all the same. Cancel it, as the jobs still waiting.
+			_ = s.nc.Publish(jobs.CancelSubject(id), nil)
+		}
 		return err
 	}
 	if ack.Duplicate {
