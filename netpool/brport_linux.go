@@ -2,6 +2,7 @@ package netpool
 
 import (
 	"fmt"
+	"syscall"
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -33,29 +34,28 @@ func portState(s *nl.NetlinkSocket, index int) (uint8, error) {
 		if err != nil {
 			return 0, err
 		}
-		for _, a := range attrs {
-			if a.Attr.Type&^unix.NLA_F_NESTED != unix.IFLA_LINKINFO {
-				continue
-			}
-			infos, err := nl.ParseRouteAttr(a.Value)
-			if err != nil {
-				return 0, err
-			}
-			for _, info := range infos {
-				if info.Attr.Type&^unix.NLA_F_NESTED != nl.IFLA_INFO_SLAVE_DATA {
-					continue
-				}
-				data, err := nl.ParseRouteAttr(info.Value)
-				if err != nil {
-					return 0, err
-				}
-				for _, d := range data {
-					if d.Attr.Type == nl.IFLA_BRPORT_STATE && len(d.Value) > 0 {
-						return d.Value[0], nil
-					}
-				}
+		if attrs, err = nestedAttr(attrs, unix.IFLA_LINKINFO); err != nil {
+			return 0, err
+		}
+		if attrs, err = nestedAttr(attrs, nl.IFLA_INFO_SLAVE_DATA); err != nil {
+			return 0, err
+		}
+		for _, d := range attrs {
+			if d.Attr.Type == nl.IFLA_BRPORT_STATE && len(d.Value) > 0 {
+				return d.Value[0], nil
 			}
 		}
 	}
 	return 0, fmt.Errorf("link %d is not a bridge port", index)
+}
+
+// nestedAttr parses the attributes nested in the first of attrs of type
+// typ (none when there is no such attribute).
+func nestedAttr(attrs []syscall.NetlinkRouteAttr, typ uint16) ([]syscall.NetlinkRouteAttr, error) {
+	for _, a := range attrs {
+		if a.Attr.Type&^unix.NLA_F_NESTED == typ {
+			return nl.ParseRouteAttr(a.Value)
+		}
+	}
+	return nil, nil
 }
