@@ -46,14 +46,21 @@ func mountLine(t *testing.T, mp string) string {
 	return ""
 }
 
-func TestBuildFromTar(t *testing.T) {
-	tree := buildTree(t)
-	dir := t.TempDir()
+// buildSetup gives a build test a busybox tree, a directory of its own, a
+// store in it and a mounter.
+func buildSetup(t *testing.T) (tree, dir string, store *rootfs.Store, m *rootfs.Mounter) {
+	t.Helper()
+	tree = buildTree(t)
+	dir = t.TempDir()
 	store, err := rootfs.OpenStore(filepath.Join(dir, "data"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := rootfstest.Mounter(t)
+	return tree, dir, store, rootfstest.Mounter(t)
+}
+
+func TestBuildFromTar(t *testing.T) {
+	tree, dir, store, m := buildSetup(t)
 	for _, tc := range []struct{ file, flag string }{
 		{"root.tar", "-cf"},
 		{"root.tar.gz", "-czf"},
@@ -619,13 +626,7 @@ func TestRunDirPrivate(t *testing.T) {
 // naming the directory (mksquashfs took the link itself as the tree's only
 // entry: an image holding nothing usable).
 func TestBuildSourceQuirks(t *testing.T) {
-	tree := buildTree(t)
-	dir := t.TempDir()
-	store, err := rootfs.OpenStore(filepath.Join(dir, "data"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := rootfstest.Mounter(t)
+	tree, dir, store, m := buildSetup(t)
 	if err := os.Chmod(tree, 0o700); err != nil {
 		t.Fatal(err)
 	}
